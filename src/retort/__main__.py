@@ -1,0 +1,3 @@
+from retort.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Capture: prompts in, teacher outputs out, into a resumable store."""

@@ -1,0 +1,152 @@
+"""Prompt files: read, validate every record before any teacher call, and assign ids.
+
+A record has ``prompt`` (string) or ``messages`` (OpenAI chat list), and optionally ``id``,
+``system`` and ``reference`` (the expected answer, used by evaluation). JSONL, Parquet and CSV
+files with those columns are read. Errors name the file and line (1-based; the header is line 1
+in a CSV) and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retort.errors import InputError
+
+KNOWN_FIELDS = {"id", "prompt", "messages", "system", "reference"}
+_ROLES = {"system", "user", "assistant", "tool", "developer"}
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One validated prompt. ``where`` is ``file:line`` for error messages."""
+
+    id: str | None
+    prompt: str | None
+    messages: list[dict[str, Any]] | None
+    system: str | None
+    reference: str | None
+    where: str
+
+    def canonical(self) -> str:
+        """The prompt as one string: the text, or the chat turns as compact JSON."""
+        if self.messages is not None:
+            return json.dumps(self.messages, ensure_ascii=False, separators=(",", ":"))
+        return self.prompt or ""
+
+    def with_id(self, sampling: dict[str, Any]) -> PromptRecord:
+        """This record with its id: the given one, or a stable hash of prompt and sampling."""
+        if self.id is not None:
+            return self
+        key = json.dumps(
+            {"prompt": self.canonical(), "system": self.system, "sampling": sampling},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return PromptRecord(
+            digest, self.prompt, self.messages, self.system, self.reference, self.where
+        )
+
+
+def load_prompts(path: Path, sampling: dict[str, Any] | None = None) -> list[PromptRecord]:
+    """Read and validate a prompts file; every record gets an id; duplicate ids are an error."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: prompts file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a .jsonl, .parquet or .csv file")
+    rows = list(_read_rows(path))
+    if not rows:
+        raise InputError(f"{path}: no records; add one JSON object per line")
+    records = [_validate(raw, f"{path}:{line}").with_id(sampling or {}) for line, raw in rows]
+    first_seen: dict[str, str] = {}
+    for record in records:
+        assert record.id is not None
+        if record.id in first_seen:
+            raise InputError(
+                f"{record.where}: duplicate id '{record.id}' (first at {first_seen[record.id]});"
+                " ids must be unique: remove the repeat or give it another id"
+            )
+        first_seen[record.id] = record.where
+    return records
+
+
+def _read_rows(path: Path) -> Any:
+    """Yield ``(line_number, dict)`` from a JSONL, Parquet or CSV file."""
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".json", ".ndjson"}:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(
+                        f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                        "each line must be one JSON object"
+                    ) from None
+                yield number, value
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for number, value in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield number, value
+    elif suffix == ".csv":
+        import csv
+
+        with path.open(encoding="utf-8", newline="") as handle:
+            for number, value in enumerate(csv.DictReader(handle), start=2):
+                yield number, {k: v for k, v in value.items() if v not in (None, "")}
+    else:
+        raise InputError(f"{path}: unknown prompts format '{suffix}'; use .jsonl, .parquet or .csv")
+
+
+def _validate(raw: Any, where: str) -> PromptRecord:
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: a record must be a JSON object, not {type(raw).__name__}")
+    prompt, messages = raw.get("prompt"), raw.get("messages")
+    if prompt is None and messages is None:
+        raise InputError(f'{where}: record has neither "prompt" nor "messages"; add one of them')
+    if prompt is not None and messages is not None:
+        raise InputError(f'{where}: record has both "prompt" and "messages"; keep one')
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise InputError(f'{where}: "prompt" must be a string')
+        if not prompt.strip():
+            raise InputError(f'{where}: "prompt" is empty; write the prompt or drop the record')
+    if isinstance(messages, str):  # Parquet/CSV carry messages as JSON text
+        try:
+            messages = json.loads(messages)
+        except json.JSONDecodeError:
+            raise InputError(f'{where}: "messages" is not valid JSON') from None
+    if messages is not None:
+        _check_messages(messages, where)
+    record_id = raw.get("id")
+    if record_id is not None:
+        if not isinstance(record_id, str | int) or not str(record_id).strip():
+            raise InputError(f'{where}: "id" must be a non-empty string')
+        record_id = str(record_id)
+    for key in ("system", "reference"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise InputError(f'{where}: "{key}" must be a string')
+    return PromptRecord(record_id, prompt, messages, raw.get("system"), raw.get("reference"), where)
+
+
+def _check_messages(messages: Any, where: str) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise InputError(f'{where}: "messages" must be a non-empty list of {{role, content}}')
+    for index, turn in enumerate(messages):
+        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+            raise InputError(f'{where}: messages[{index}] needs "role" and "content"')
+        if turn["role"] not in _ROLES:
+            raise InputError(
+                f"{where}: messages[{index}] has role {turn['role']!r}; use one of "
+                + ", ".join(sorted(_ROLES))
+            )
+    if not any(str(t["content"]).strip() for t in messages if t["role"] == "user"):
+        raise InputError(f"{where}: messages have no non-empty user turn")

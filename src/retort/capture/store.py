@@ -1,0 +1,205 @@
+"""The store: a directory of Parquet shards and a manifest, written so a kill never corrupts it.
+
+Layout::
+
+    STORE/manifest.json        format, version, fingerprint, counts, failures of the last run
+    STORE/shards/*.parquet     one row per prompt; written whole, then renamed into place
+
+A row exists once its shard is renamed into place, and a resumed run skips ids already present,
+so a run killed at any instant and started again ends with every prompt present exactly once.
+``datasets.load_dataset("parquet", data_files="STORE/shards/*.parquet")`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from retort.errors import StoreError
+
+FORMAT = "retort-store"
+VERSION = 1
+CODEC = "plain-int32-f32"  # top-k ids as int32, logprobs as float32
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt", pa.string()),  # text, or chat messages as JSON
+        ("system", pa.string()),
+        ("reference", pa.string()),
+        ("completion", pa.string()),
+        ("finish_reason", pa.string()),
+        ("prompt_token_ids", pa.list_(pa.int32())),
+        ("completion_token_ids", pa.list_(pa.int32())),
+        ("topk_ids", pa.list_(pa.list_(pa.int32()))),  # (completion_len, k)
+        ("topk_logprobs", pa.list_(pa.list_(pa.float32()))),  # (completion_len, k)
+        ("usage", pa.struct([("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32())])),
+        ("latency_ms", pa.float32()),
+    ]
+)
+
+
+class Store:
+    """A store directory opened for reading, or for appending under one fingerprint."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.path / "shards"
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.manifest["fingerprint"]
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open an existing store for reading."""
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise StoreError(
+                f"{path}: not a store (no manifest.json); make one with retort generate"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            raise StoreError(f"{manifest_path}: manifest is not valid JSON") from None
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise StoreError(
+                f"{manifest_path}: format {manifest.get('format')} v{manifest.get('version')}; "
+                f"this retort reads {FORMAT} v{VERSION}"
+            )
+        return cls(path, manifest)
+
+    @classmethod
+    def create_or_resume(cls, path: Path, fingerprint: dict[str, Any]) -> Store:
+        """Open ``path`` for appending; refuse it if it was made under another fingerprint."""
+        path = Path(path)
+        if (path / "manifest.json").exists():
+            store = cls.open(path)
+            differences = describe_differences(store.fingerprint, fingerprint)
+            if differences:
+                raise StoreError(
+                    f"{path}: store was made with different settings ({differences}); "
+                    "use a new --out, or the store's original settings"
+                )
+            store._remove_partial_shards()
+            return store
+        if path.exists() and any(path.iterdir()):
+            raise StoreError(f"{path}: folder exists and is not a store; choose another --out")
+        now = _now()
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "fingerprint": fingerprint,
+            "counts": {"rows": 0, "completion_tokens": 0, "shards": 0},
+            "failures": [],
+            "created": now,
+            "updated": now,
+        }
+        (path / "shards").mkdir(parents=True, exist_ok=True)
+        store = cls(path, manifest)
+        store._write_manifest()
+        return store
+
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.shards_dir.glob("*.parquet"))
+
+    def done_ids(self) -> set[str]:
+        """Ids of every row already stored."""
+        ids: set[str] = set()
+        for shard in self.shard_paths():
+            ids.update(pq.read_table(shard, columns=["id"]).column("id").to_pylist())
+        return ids
+
+    def append(self, rows: list[dict[str, Any]]) -> Path:
+        """Write ``rows`` as one new shard: a temporary file, then an atomic rename."""
+        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        name = f"part-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        partial = self.shards_dir / f".{name}.partial"
+        pq.write_table(table, partial, compression="zstd")
+        with partial.open("rb") as handle:  # the bytes reach the disk before the name does
+            os.fsync(handle.fileno())
+        final = self.shards_dir / name
+        partial.rename(final)
+        counts = self.manifest["counts"]
+        counts["rows"] += len(rows)
+        counts["completion_tokens"] += sum(len(r["completion_token_ids"]) for r in rows)
+        counts["shards"] += 1
+        self._write_manifest()
+        return final
+
+    def record_failures(self, failures: list[dict[str, Any]]) -> None:
+        """Replace the failure list with this run's (id, reason, attempts) records."""
+        self.manifest["failures"] = failures
+        self._write_manifest()
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        """All rows as one Arrow table, each id once (the first shard that holds it wins)."""
+        shards = self.shard_paths()
+        if not shards:
+            return SCHEMA.empty_table().select(columns) if columns else SCHEMA.empty_table()
+        table = pa.concat_tables(pq.read_table(s, columns=columns, schema=SCHEMA) for s in shards)
+        ids = table.column("id").to_pylist() if "id" in table.column_names else None
+        if ids is not None and len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            keep = [not (i in seen or seen.add(i)) for i in ids]
+            table = table.filter(pa.array(keep))
+        return table
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        yield from self.read_table().to_pylist()
+
+    def recount(self) -> dict[str, int]:
+        """Counts read from the shards themselves (the manifest's can lag a killed run)."""
+        table = self.read_table(["id", "completion_token_ids"])
+        lengths = table.column("completion_token_ids").combine_chunks().value_lengths()
+        return {
+            "rows": table.num_rows,
+            "completion_tokens": int(pc.sum(lengths).as_py() or 0),
+            "shards": len(self.shard_paths()),
+        }
+
+    def _remove_partial_shards(self) -> None:
+        # Left by a run killed mid-write; their rows were never counted as done.
+        for partial in self.shards_dir.glob(".*.partial"):
+            partial.unlink(missing_ok=True)
+        self.manifest["counts"] = self.recount()
+
+    def _write_manifest(self) -> None:
+        self.manifest["updated"] = _now()
+        target = self.path / "manifest.json"
+        partial = self.path / ".manifest.json.partial"
+        partial.write_text(json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
+        partial.replace(target)
+
+
+def describe_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """``"temperature 0.0 → 0.7, top_k 20 → 5"`` for the keys whose values differ."""
+    parts = []
+    for key in sorted(set(stored) | set(wanted)):
+        if stored.get(key) != wanted.get(key):
+            parts.append(f"{key} {_short(stored.get(key))} → {_short(wanted.get(key))}")
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,1 @@
+"""The ``retort`` command line: one thin module per verb."""

@@ -1,0 +1,76 @@
+"""``retort distill``: train a student on a store (and a live teacher for online KD)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from retort.cli.console import RichProgress, err
+
+
+def register(app: typer.Typer) -> None:
+    app.command("distill", no_args_is_help=True)(distill)
+
+
+def distill(
+    data: Annotated[Path | None, typer.Option(help="Store written by `retort generate`.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder to write.")] = None,
+    student: Annotated[
+        str | None, typer.Option(help="`prune:N` (N teacher layers) or a model spec.")
+    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="Teacher model spec.")] = None,
+    objective: Annotated[str | None, typer.Option(help="sft | topk_kl | online_kl")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per micro-batch.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    ce_weight: Annotated[float | None, typer.Option(help="Weight of CE on teacher tokens.")] = None,
+    kd_weight: Annotated[float | None, typer.Option(help="Weight of the KD term.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="KD softmax temperature.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML recipe; flags and --set override it.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE override (repeatable).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+) -> None:
+    """Distill a teacher into a student.
+
+    The loss is kd_weight·T²·KD + ce_weight·CE over the teacher's completion tokens, averaged
+    over all target tokens of the optimizer step. Writes RUN/config.yaml, RUN/metrics.jsonl,
+    RUN/checkpoints/ and the trained student as a Hugging Face folder in RUN/final.
+    """
+    from retort.config import DistillConfig, apply_overrides, build, load_yaml
+    from retort.train.loop import distill as run
+
+    values: dict[str, Any] = load_yaml(config) if config else {}
+    source = str(config) if config else "retort distill"
+    flags = {
+        "data": data,
+        "out": out,
+        "student": student,
+        "teacher": teacher,
+        "objective": objective,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "learning_rate": learning_rate,
+        "ce_weight": ce_weight,
+        "kd_weight": kd_weight,
+        "temperature": temperature,
+        "save_every": save_every,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values = apply_overrides(values, overrides or [])
+    settings = build(DistillConfig, values, source)
+    result = run(settings, resume=resume, progress=RichProgress())
+    err.print(
+        f"{result.run_dir}: {result.steps} steps, last loss {result.last_loss:.4f} "
+        f"({result.seconds:.1f} s); student in {result.final_dir}"
+    )

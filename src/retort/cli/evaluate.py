@@ -1,0 +1,102 @@
+"""``retort eval``: students and teacher side by side on held-out teacher data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from retort.cli.console import RichProgress, fmt, out
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from retort.teachers.local import LocalTeacher
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", no_args_is_help=True)(evaluate)
+
+
+def evaluate(
+    teacher: Annotated[str, typer.Option(help="Teacher model spec.")],
+    data: Annotated[Path, typer.Option(help="Held-out store (teacher completions).")],
+    student: Annotated[
+        list[str], typer.Option(help="Run folder, model spec or prune:N (repeatable).")
+    ],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for eval.json.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 8,
+    answer_tokens: Annotated[int, typer.Option(help="Answer length for reference grading.")] = 32,
+    speed_tokens: Annotated[int, typer.Option(help="Tokens generated per speed test.")] = 32,
+) -> None:
+    """Mean NLL of the teacher's completions, top-1 agreement, KL(teacher‖student), reference
+    accuracy, parameters and greedy tokens/s (batch 1 and 8), for each model."""
+    from retort.evaluate.run import evaluate as run
+    from retort.teachers.local import LocalTeacher
+
+    loaded_teacher = LocalTeacher.load(teacher)
+    students = {spec: load_student(spec, loaded_teacher) for spec in student}
+    report = run(
+        loaded_teacher,
+        students,
+        data,
+        out_dir,
+        batch_size=batch_size,
+        answer_tokens=answer_tokens,
+        speed_tokens=speed_tokens,
+        progress=RichProgress(),
+    )
+    out.print(eval_table(report))
+    if out_dir:
+        out.print(f"wrote {out_dir / 'eval.json'}")
+
+
+def load_student(spec: str, teacher: LocalTeacher) -> PreTrainedModel:
+    """A student from a run folder (its final/), ``prune:N`` of the teacher, or a model spec;
+    its tokenizer must be the teacher's."""
+    from retort.models.loading import load_model, load_tokenizer, resolve
+    from retort.models.pruning import parse_prune_spec, prune_layers
+    from retort.models.vocab import shared_vocab_size
+
+    keep = parse_prune_spec(spec)
+    if keep is not None:
+        return prune_layers(teacher.model, keep)
+    path = Path(spec)
+    if (path / "final" / "config.json").is_file():
+        spec = str(path / "final")
+    source = resolve(spec)
+    model = load_model(source)
+    shared_vocab_size(
+        teacher.tokenizer,
+        load_tokenizer(source),
+        teacher.model.get_input_embeddings().weight.shape[0],
+        model.get_input_embeddings().weight.shape[0],
+    )
+    return model
+
+
+def eval_table(report: dict[str, Any], title: str = "held-out evaluation") -> Table:
+    """The side-by-side table of an eval report."""
+    references = max((e["reference_count"] for e in report["models"]), default=0)
+    table = Table(
+        title=f"{title}: {report['rows']} held-out rows, {report['target_tokens']} teacher "
+        f"tokens, {references} with a reference answer"
+    )
+    columns = ("model", "params", "NLL↓", "top1↑", "KL↓", "acc↑", "tok/s b1", "tok/s b8")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
+    for entry in report["models"]:
+        accuracy = entry["contains_match"]
+        table.add_row(
+            entry["name"],
+            f"{entry['parameters'] / 1e6:.1f}M",
+            fmt(entry["nll"]),
+            fmt(entry["top1_agreement"]),
+            fmt(entry["kl"]),
+            "-" if accuracy is None else f"{accuracy:.2f}",
+            fmt(entry["tokens_per_s_batch1"], 1),
+            fmt(entry["tokens_per_s_batch8"], 1),
+        )
+    return table

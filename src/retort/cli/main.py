@@ -1,0 +1,49 @@
+"""``retort``: the verb table, and how errors and Ctrl-C end a command.
+
+A ``RetortError`` prints one line and exits 2; a usage error (unknown flag) exits 2 with
+click's message; Ctrl-C exits 130 after the verb has saved what was done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import typer
+
+from retort.cli import distill, evaluate, generate, inspect, quickstart
+from retort.errors import RetortError
+
+app = typer.Typer(
+    name="retort",
+    help="Distill large language models into small ones; guard models against distillation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for verb in (quickstart, generate, distill, evaluate, inspect):
+    verb.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``retort`` console script and ``python -m retort``."""
+    logging.basicConfig(level=os.environ.get("RETORT_LOG", "WARNING"), format="%(message)s")
+    # transformers' own progress bars and advice would interleave with ours.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        code = app(standalone_mode=False)
+    except RetortError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print(
+            "interrupted: work done so far is saved; run the same command to go on", file=sys.stderr
+        )
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

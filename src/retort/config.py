@@ -1,0 +1,144 @@
+"""Typed, strict run configurations.
+
+Every verb that writes an output folder validates its settings here first, so a typo fails
+before any model loads: an unknown key names the nearest valid spelling, an out-of-range value
+names the key and the bound. The resolved config is saved next to the output so the run can be
+repeated exactly (``retort distill --config RUN/config.yaml``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from retort.errors import ConfigError
+
+Objective = Literal["sft", "topk_kl", "online_kl"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerateConfig(_Strict):
+    """Settings of ``retort generate``: prompts through a teacher into a store."""
+
+    teacher: str = Field(description="Model spec: local folder, hub id, alias or http(s) URL.")
+    prompts: Path = Field(description="Prompts file (JSONL, Parquet or CSV).")
+    out: Path = Field(description="Store directory; created, or resumed when it exists.")
+    top_k: int = Field(20, ge=0, le=1000, description="Teacher logprobs kept per position.")
+    max_new_tokens: int = Field(128, ge=1, description="Completion length cap.")
+    temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together.")
+    seed: int = Field(0, description="Sampling seed (each prompt's seed derives from it).")
+    rows_per_shard: int = Field(64, ge=1, description="Rows per Parquet shard written.")
+
+
+class DistillConfig(_Strict):
+    """Settings of ``retort distill``: a student trained on a store (and maybe a live teacher).
+
+    The loss is ``kd_weight * temperature**2 * KD + ce_weight * CE`` over completion tokens,
+    averaged over the global count of target tokens in the optimizer step. ``sft`` has no KD
+    term (``ce_weight`` defaults to 1 there, 0 otherwise).
+    """
+
+    data: Path = Field(description="Store written by `retort generate`.")
+    out: Path = Field(description="Run folder: checkpoints, metrics.jsonl, config.yaml, final/.")
+    student: str = Field(description="`prune:N` (N layers of the teacher) or a model spec.")
+    teacher: str | None = Field(
+        None, description="Model spec; needed by online_kl and by prune:N students."
+    )
+    objective: Objective = Field("topk_kl", description="sft | topk_kl | online_kl")
+    kd_weight: float = Field(1.0, ge=0.0, description="Weight of the distillation term.")
+    ce_weight: float | None = Field(
+        None, ge=0.0, description="Weight of cross-entropy on teacher tokens (default: see above)."
+    )
+    temperature: float = Field(1.0, gt=0.0, description="Softmax temperature of the KD term.")
+    learning_rate: float = Field(2e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(10, ge=0)
+    max_steps: int = Field(100, ge=1, description="Optimizer steps; the data repeats as needed.")
+    batch_size: int = Field(8, ge=1, description="Sequences per micro-batch per process.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_seq_len: int = Field(512, ge=8, description="Longer rows are cut (completion end).")
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no")
+    save_every: int = Field(50, ge=1, description="Checkpoint every N steps (and at the end).")
+    log_every: int = Field(1, ge=1)
+    seed: int = Field(0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_ce_weight(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("ce_weight") is None:
+            values = {**values, "ce_weight": 1.0 if values.get("objective") == "sft" else 0.0}
+        return values
+
+    @model_validator(mode="after")
+    def _needs_teacher(self) -> DistillConfig:
+        needs = self.objective == "online_kl" or self.student.startswith("prune:")
+        if needs and not self.teacher:
+            why = "objective online_kl" if self.objective == "online_kl" else "student prune:N"
+            raise ValueError(f"teacher: required by {why}; pass --teacher SPEC")
+        return self
+
+
+def build(model: type[_Strict], values: dict[str, Any], source: str) -> Any:
+    """Validate ``values`` into ``model``; errors name ``source`` and the key, in one line."""
+    valid = list(model.model_fields)
+    for key in values:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        message = first["msg"].removeprefix("Value error, ")
+        if message.startswith(f"{where}:"):
+            raise ConfigError(f"{source}: {message}") from None
+        raise ConfigError(f"{source}: {where}: {message}") from None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a recipe: a YAML mapping of keys to values."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML; check indentation and quoting") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of keys to values, not a list or value")
+    return data
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` (or ``a.b=value``) overrides; values are parsed as YAML scalars."""
+    result = dict(values)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=1e-4")
+        target = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = yaml.safe_load(raw)
+    return result
+
+
+def save_yaml(config: BaseModel, path: Path) -> None:
+    """Write the resolved config (every default filled in) as YAML, atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,97 @@
+"""Teacher-forced metrics on the teacher's held-out completions, and reference accuracy.
+
+For each model, over every completion token of the held-out store:
+- ``nll``: mean negative log-likelihood of the teacher's token (nats/token);
+- ``top1_agreement``: share of positions where the model's argmax is the teacher's argmax;
+- ``kl``: mean KL(teacher ‖ model) over the full vocabulary, from live teacher logits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from retort.evaluate.answers import contains_match, exact_match
+from retort.losses import divergence
+from retort.progress import Progress
+from retort.teachers.local import LocalTeacher
+from retort.teachers.protocol import Sampling
+from retort.train.data import IGNORE, Example, collate
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@torch.no_grad()
+def teacher_forced(
+    models: dict[str, PreTrainedModel],
+    teacher: PreTrainedModel,
+    examples: list[Example],
+    pad_id: int,
+    vocab_size: int,
+    batch_size: int,
+    progress: Progress,
+) -> dict[str, dict[str, float]]:
+    """``{name: {"nll", "top1_agreement", "kl"}}``; the teacher runs once per batch."""
+    sums = {name: {"nll": 0.0, "top1": 0.0, "kl": 0.0} for name in models}
+    count = 0
+    progress.start("eval: teacher-forced", total=len(examples), unit="rows")
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], pad_id)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        targets = batch["labels"][:, 1:]  # (B, L-1)
+        mask = targets != IGNORE
+        count += int(mask.sum())
+        teacher_logits = teacher(**inputs).logits[:, :-1, :vocab_size].float()  # (B, L-1, V)
+        teacher_top1 = teacher_logits.argmax(-1)
+        for name, model in models.items():
+            if model is teacher:
+                logits = teacher_logits
+            else:
+                logits = model(**inputs).logits[:, :-1, :vocab_size].float()
+            sums[name]["nll"] += float(
+                F.cross_entropy(
+                    logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum"
+                )
+            )
+            sums[name]["top1"] += float(((logits.argmax(-1) == teacher_top1) & mask).sum())
+            sums[name]["kl"] += float(
+                divergence(logits, teacher_logits, "forward_kl", mask=mask, reduction="sum")
+            )
+        progress.advance(len(batch["input_ids"]))
+    progress.finish()
+    count = max(count, 1)
+    return {
+        name: {"nll": s["nll"] / count, "top1_agreement": s["top1"] / count, "kl": s["kl"] / count}
+        for name, s in sums.items()
+    }
+
+
+def reference_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    max_new_tokens: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Greedy answers to the rows that carry a ``reference``, graded exact and contains."""
+    graded = [r for r in rows if r.get("reference")]
+    if not graded:
+        return {"exact_match": None, "contains_match": None, "reference_count": 0}
+    runner = LocalTeacher(model, tokenizer)
+    sampling = Sampling(max_new_tokens=max_new_tokens)
+    exact = contains = 0
+    for start in range(0, len(graded), batch_size):
+        chunk = graded[start : start + batch_size]
+        outputs = runner.generate([r["prompt_token_ids"] for r in chunk], sampling, top_k=0)
+        for row, out in zip(chunk, outputs, strict=True):
+            answer = tokenizer.decode(out.completion_ids, skip_special_tokens=True)
+            exact += exact_match(answer, row["reference"])
+            contains += contains_match(answer, row["reference"])
+    return {
+        "exact_match": exact / len(graded),
+        "contains_match": contains / len(graded),
+        "reference_count": len(graded),
+    }

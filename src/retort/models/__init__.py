@@ -1,0 +1,1 @@
+"""Loading teachers and students, building pruned students, checking shared vocabularies."""

@@ -1,0 +1,111 @@
+"""Resolve a model spec (alias, local folder, hub id) and load model and tokenizer.
+
+A spec is one of:
+- ``smollm2-135m-instruct``: the embedded teacher (see ``embedded.py``);
+- a local Hugging Face folder (``./models/qwen``, ``/data/ckpt``);
+- a hub id (``Qwen/Qwen2.5-0.5B``), for machines that are online;
+- an ``http(s)://…/v1`` URL names a served teacher, handled by ``retort.teachers``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from retort.errors import ModelError
+from retort.models import embedded
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, resolved from the user's spec."""
+
+    spec: str
+    kind: Literal["alias", "local", "hub", "http"]
+    location: str  # folder path or hub id or URL
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this model this model, for store fingerprints."""
+        if self.kind == "alias":
+            return {"model": self.spec, "weights_sha256": embedded.weights_hash()}
+        if self.kind == "local":
+            return {"model": str(Path(self.location).resolve()), "weights": _folder_hash(self)}
+        return {"model": self.location}
+
+
+def resolve(spec: str) -> ModelSource:
+    """Turn a user's model spec into a ``ModelSource``, or say why it is not one."""
+    if spec.startswith(("http://", "https://")):
+        return ModelSource(spec, "http", spec)
+    if spec.lower() == embedded.ALIAS:
+        return ModelSource(spec, "alias", str(embedded.converted_dir()))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{spec}: not a Hugging Face model folder (no config.json)")
+        return ModelSource(spec, "local", str(path))
+    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+        raise ModelError(
+            f"{spec}: no such model folder; give a folder, a hub id, or '{embedded.ALIAS}'"
+        )
+    return ModelSource(spec, "hub", spec)
+
+
+def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
+    """Load the tokenizer; give it a pad token (the EOS) when it has none."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: ModelSource, dtype: str = "float32") -> PreTrainedModel:
+    """Load a causal LM in ``dtype`` (float32 on CPU: bf16 matmuls are slow there)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if source.kind == "http":
+        raise ModelError(f"{source.spec}: a served model has no local weights to load")
+    model = _from_pretrained(AutoModelForCausalLM, source, dtype=getattr(torch, dtype))
+    return model
+
+
+def _from_pretrained(factory: Any, source: ModelSource, **kwargs: Any) -> Any:
+    try:
+        return factory.from_pretrained(source.location, **kwargs)
+    except OSError as exc:
+        where = "hub id" if source.kind == "hub" else "folder"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{source.spec}: cannot load this {where}: {first}") from None
+
+
+def _folder_hash(source: ModelSource) -> str:
+    """Hash of config.json plus weight file names and sizes: cheap even for 15 GB folders."""
+    folder = Path(source.location)
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for file in sorted(folder.iterdir()):
+        if file.suffix in _WEIGHT_SUFFIXES:
+            digest.update(f"{file.name}:{file.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def parameter_count(model: PreTrainedModel) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def read_config(source: ModelSource) -> dict[str, Any]:
+    """The model's config.json as a dict (local and alias sources)."""
+    return json.loads((Path(source.location) / "config.json").read_text())

@@ -1,0 +1,162 @@
+"""The quickstart: generate → distill (``prune:10``, ``topk_kl`` + CE) → eval, on the embedded
+SmolLM2-135M-Instruct teacher and the built-in prompts (``prompts.jsonl`` beside this file,
+made by ``scripts/build_quickstart_prompts.py``), in one run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from retort.capture.prompts import load_prompts
+from retort.capture.runner import generate
+from retort.config import DistillConfig, GenerateConfig
+from retort.errors import ConfigError
+from retort.evaluate.run import evaluate
+from retort.models.embedded import ALIAS
+from retort.models.pruning import prune_layers
+from retort.progress import Progress, Silent
+from retort.teachers.local import LocalTeacher
+from retort.train.loop import distill
+
+PROMPTS = Path(__file__).with_name("prompts.jsonl")
+HELDOUT_SHARE = 0.2
+STUDENT_LAYERS = 10
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work each stage does."""
+
+    train_prompts: int
+    heldout_prompts: int
+    max_new_tokens: int
+    steps: int
+    batch_size: int = 8
+    generate_batch_size: int = 16
+    learning_rate: float = 3e-4
+    answer_tokens: int = 24
+    speed_tokens: int = 32
+
+
+BUDGETS = {
+    # ≤ 5 minutes on 2 CPU cores (the integration test runs it).
+    "tiny": Budget(
+        train_prompts=48, heldout_prompts=16, max_new_tokens=32, steps=30, speed_tokens=16
+    ),
+    # ≤ 20 minutes on 2 CPU cores: every built-in prompt.
+    "default": Budget(train_prompts=10_000, heldout_prompts=10_000, max_new_tokens=48, steps=200),
+}
+
+
+@dataclass
+class QuickstartResult:
+    run_dir: Path
+    budget: str
+    stages: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    report: dict[str, Any] = field(default_factory=dict)  # the eval report
+
+
+def split_prompts(budget: Budget, run_dir: Path) -> tuple[Path, Path]:
+    """Write the train and held-out prompt files; the split is fixed by each prompt's id."""
+    records = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()]
+    train, heldout = [], []
+    for record in records:
+        bucket = int(hashlib.sha256(record["id"].encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (heldout if bucket < HELDOUT_SHARE else train).append(record)
+    paths = run_dir / "prompts-train.jsonl", run_dir / "prompts-heldout.jsonl"
+    for path, chosen in zip(
+        paths, (train[: budget.train_prompts], heldout[: budget.heldout_prompts]), strict=True
+    ):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen))
+    return paths
+
+
+def run_quickstart(
+    budget_name: str = "default",
+    run_dir: Path | None = None,
+    progress: Progress | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> QuickstartResult:
+    """Run the whole pipeline; every output lands in ``run_dir``."""
+    if budget_name not in BUDGETS:
+        raise ConfigError(f"--budget {budget_name}: use one of {', '.join(BUDGETS)}")
+    budget = BUDGETS[budget_name]
+    progress = progress or Silent()
+    run_dir = Path(run_dir or Path("runs") / time.strftime("quickstart-%Y%m%d-%H%M%S"))
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir}: folder exists and is not empty; choose another --out")
+    load_prompts(PROMPTS)  # the shipped file is validated like a user's
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = QuickstartResult(run_dir, budget_name)
+
+    def stage(name: str, work: Callable[[], T]) -> T:
+        if on_stage:
+            on_stage(name)
+        started = time.perf_counter()
+        value = work()
+        result.stages[name] = time.perf_counter() - started
+        return value
+
+    train_prompts, heldout_prompts = split_prompts(budget, run_dir)
+    teacher = stage("load teacher", lambda: LocalTeacher.load(ALIAS))
+
+    def capture(prompts: Path, out: Path) -> None:
+        settings = GenerateConfig(
+            teacher=ALIAS,
+            prompts=prompts,
+            out=out,
+            max_new_tokens=budget.max_new_tokens,
+            batch_size=budget.generate_batch_size,
+        )
+        generate(settings, teacher=teacher, progress=progress)
+
+    stage(
+        "generate",
+        lambda: (
+            capture(train_prompts, run_dir / "store-train"),
+            capture(heldout_prompts, run_dir / "store-heldout"),
+        ),
+    )
+    before = prune_layers(teacher.model, STUDENT_LAYERS)
+    config = DistillConfig(
+        data=run_dir / "store-train",
+        out=run_dir / "student",
+        student=f"prune:{STUDENT_LAYERS}",
+        teacher=ALIAS,
+        objective="topk_kl",
+        ce_weight=0.5,
+        max_steps=budget.steps,
+        batch_size=budget.batch_size,
+        learning_rate=budget.learning_rate,
+        warmup_steps=max(1, budget.steps // 10),
+        save_every=budget.steps,
+    )
+    student = prune_layers(teacher.model, STUDENT_LAYERS)
+    stage("distill", lambda: distill(config, teacher=teacher, student=student, progress=progress))
+    result.report = stage(
+        "eval",
+        lambda: evaluate(
+            teacher,
+            {"student before": before, "student after": student},
+            run_dir / "store-heldout",
+            run_dir / "eval",
+            answer_tokens=budget.answer_tokens,
+            speed_tokens=budget.speed_tokens,
+            progress=progress,
+        ),
+    )
+    summary = {
+        "budget": budget_name,
+        "settings": asdict(budget),
+        "stages_s": result.stages,
+        "eval": result.report,
+    }
+    (run_dir / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return result

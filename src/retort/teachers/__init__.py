@@ -1,0 +1,1 @@
+"""Teachers: the models whose outputs students learn from (local now; HTTP servers later)."""

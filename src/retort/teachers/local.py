@@ -1,0 +1,117 @@
+"""A teacher that runs in this process with transformers: generate, score and full logits."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from retort.models.loading import ModelSource, load_model, load_tokenizer, resolve
+from retort.teachers.protocol import Capabilities, Generation, Sampling
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class LocalTeacher:
+    """A Hugging Face causal LM used as a teacher, batched with left padding."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        source: ModelSource | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.source = source
+        self.capabilities = Capabilities(
+            generate=True, score=True, logits=True, max_top_k=model.config.vocab_size
+        )
+
+    @classmethod
+    def load(cls, spec: str) -> LocalTeacher:
+        """Load a teacher from a model spec (alias, folder or hub id)."""
+        source = resolve(spec)
+        return cls(load_model(source), load_tokenizer(source), source)
+
+    def identity(self) -> dict[str, Any]:
+        if self.source is not None:
+            return self.source.identity()
+        return {"model": self.model.config.name_or_path or type(self.model).__name__}
+
+    @property
+    def max_positions(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], sampling: Sampling, top_k: int
+    ) -> list[Generation]:
+        """Complete a batch of tokenized prompts, keeping the top-k logprobs of every step."""
+        from transformers import GenerationConfig
+
+        pad_id = self.tokenizer.pad_token_id
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        input_ids, attention_mask = left_pad(prompts, pad_id)
+        greedy = sampling.temperature == 0
+        settings = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not greedy,
+            temperature=None if greedy else sampling.temperature,
+            top_p=None if greedy else sampling.top_p,
+            top_k=None,  # no implicit top-k=50 truncation of the sampling distribution
+            pad_token_id=pad_id,
+            eos_token_id=eos_ids,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        if not greedy:
+            torch.manual_seed(sampling.seed)
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=settings
+        )
+        new_tokens = out.sequences[:, input_ids.shape[1] :]  # (B, steps)
+        # Raw logits (before temperature / top-p) → the teacher's own distribution.
+        if top_k > 0:
+            per_step = [torch.log_softmax(s.float(), dim=-1).topk(top_k) for s in out.logits]
+            topk_logprobs = torch.stack([t.values for t in per_step], dim=1)  # (B, steps, k)
+            topk_ids = torch.stack([t.indices for t in per_step], dim=1)  # (B, steps, k)
+
+        results = []
+        for row, tokens in enumerate(new_tokens.tolist()):
+            length, finish = _completion_length(tokens, eos_ids)
+            gen = Generation(completion_ids=tokens[:length], finish_reason=finish)
+            if top_k > 0:
+                gen.topk_ids = topk_ids[row, :length].tolist()
+                gen.topk_logprobs = topk_logprobs[row, :length].tolist()
+            results.append(gen)
+        return results
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``(B, T)`` ids and attention mask, so every row ends where generation starts."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in ids if i is not None]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _completion_length(tokens: list[int], eos_ids: list[int]) -> tuple[int, str]:
+    """Tokens up to and including the first EOS; after it the batch only pads."""
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            return position + 1, "stop"
+    return len(tokens), "length"

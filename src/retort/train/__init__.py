@@ -1,0 +1,1 @@
+"""Training students: data from a store, objectives, the loop, checkpoints."""

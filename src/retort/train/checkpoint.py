@@ -1,0 +1,77 @@
+"""Checkpoints that resume a run exactly: weights, optimizer, scheduler, RNG, step.
+
+``RUN/checkpoints/step-000050/`` holds ``state.pt`` and ``trainer_state.json``; a checkpoint is
+written in a hidden folder and renamed, so a folder that exists is whole. Only the newest
+``keep`` checkpoints stay on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+INFO_FILE = "trainer_state.json"
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    info: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write the checkpoint of ``step`` and prune older ones beyond ``keep``."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    partial = root / f".step-{step:06d}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        },
+    }
+    torch.save(state, partial / STATE_FILE)
+    (partial / INFO_FILE).write_text(json.dumps({"step": step, **info}, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / INFO_FILE).is_file())
+
+
+def load(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Restore everything saved at ``path``; returns its trainer info (``step`` among it)."""
+    state = torch.load(path / STATE_FILE, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    return json.loads((path / INFO_FILE).read_text())

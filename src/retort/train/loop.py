@@ -1,0 +1,233 @@
+"""``retort distill``: one readable training loop on accelerate.
+
+Per optimizer step: gather the step's micro-batches, count the global target tokens, then for
+each micro-batch run the student (and the teacher under no_grad for online KD), sum the loss
+terms over tokens, divide by the global count and backward; clip, step, schedule, log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from retort.config import DistillConfig, load_yaml, save_yaml
+from retort.errors import ConfigError
+from retort.progress import Progress, Silent
+from retort.train import checkpoint
+from retort.train.data import collate, examples_from_rows, micro_batch_indices
+from retort.train.objectives import compute_terms
+from retort.train.setup import assemble
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from retort.teachers.local import LocalTeacher
+
+log = logging.getLogger(__name__)
+# Keys that may change between a run and its resumption without changing what is optimized.
+RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps"}
+
+
+@dataclass
+class DistillResult:
+    """Where a run wrote its outputs and how it ended."""
+
+    run_dir: Path
+    final_dir: Path
+    steps: int
+    last_loss: float
+    seconds: float
+
+
+def distill(
+    config: DistillConfig,
+    *,
+    resume: bool = False,
+    teacher: LocalTeacher | None = None,
+    student: PreTrainedModel | None = None,
+    progress: Progress | None = None,
+) -> DistillResult:
+    """Train ``config.student`` on ``config.data``; writes ``config.out`` (see DistillConfig)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    progress = progress or Silent()
+    run_dir = Path(config.out)
+    _check_run_dir(run_dir, config, resume)
+    parts = assemble(config, teacher, student)  # every input error surfaces before any write
+    examples = examples_from_rows(parts.rows, config.max_seq_len)
+
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    set_seed(config.seed)
+    model = parts.student
+    model.config.use_cache = False
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    teacher_model = None
+    if config.objective == "online_kl":
+        teacher_model = parts.teacher.model.to(accelerator.device).eval()
+        teacher_model.requires_grad_(False)
+
+    step = 0
+    checkpoints = checkpoint.list_checkpoints(run_dir)
+    if resume:
+        info = checkpoint.load(
+            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler
+        )
+        step = info["step"]
+        _truncate_metrics(run_dir / "metrics.jsonl", step)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text("")
+    if accelerator.is_main_process:
+        save_yaml(config, run_dir / "config.yaml")
+
+    store_info = {"store": str(parts.store.path), "store_fingerprint": parts.store.fingerprint}
+    pad_id = parts.tokenizer.pad_token_id
+    world, rank = accelerator.num_processes, accelerator.process_index
+    started = time.perf_counter()
+    last_loss = float("nan")
+    model.train()
+    progress.start("distill", total=config.max_steps - step, unit="steps")
+    try:
+        while step < config.max_steps:
+            tick = time.perf_counter()
+            micro_batches = [
+                collate(
+                    [
+                        examples[i]
+                        for i in micro_batch_indices(
+                            len(examples),
+                            step,
+                            micro,
+                            config.batch_size,
+                            config.grad_accum,
+                            config.seed,
+                            rank,
+                            world,
+                        )
+                    ],
+                    pad_id,
+                    parts.top_k if config.objective == "topk_kl" else 0,
+                )
+                for micro in range(config.grad_accum)
+            ]
+            # The loss of the step is a mean over every target token of every micro-batch on
+            # every process; DDP averages gradients over processes, so scale by world back up.
+            local_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
+            global_tokens = accelerator.reduce(
+                torch.tensor(local_tokens, device=accelerator.device), "sum"
+            ).clamp_min(1)
+            sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "captured_mass": 0.0}
+            for batch in micro_batches:
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits  # (B, L, V)
+                teacher_logits = None
+                if teacher_model is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher_model(
+                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                        ).logits
+                terms = compute_terms(config, batch, logits, teacher_logits, parts.vocab_size)
+                accelerator.backward(terms.loss / global_tokens * world)
+                sums["loss"] += float(terms.loss.detach())
+                sums["ce"] += float(terms.ce)
+                sums["kd"] += float(terms.kd) if terms.kd is not None else 0.0
+                sums["captured_mass"] += float(terms.captured_mass or 0.0)
+            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            tokens = int(global_tokens)
+            last_loss = sums["loss"] / max(local_tokens, 1)
+            record = {
+                "step": step,
+                "loss": last_loss,
+                "ce": sums["ce"] / max(local_tokens, 1),
+                "lr": scheduler.get_last_lr()[0],
+                "tokens": tokens,
+                "tokens_per_s": tokens / (time.perf_counter() - tick),
+            }
+            if config.objective != "sft":
+                record["kd"] = sums["kd"] / max(local_tokens, 1)
+            if config.objective == "topk_kl":
+                record["captured_mass"] = sums["captured_mass"] / max(local_tokens, 1)
+            if accelerator.is_main_process and step % config.log_every == 0:
+                with (run_dir / "metrics.jsonl").open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            progress.advance(1, loss=last_loss)
+            if step % config.save_every == 0 or step == config.max_steps:
+                _save(accelerator, run_dir, step, model, optimizer, scheduler, store_info)
+    except KeyboardInterrupt:
+        # Keep what is done: a checkpoint of the last finished step, for --resume.
+        if step and not (run_dir / "checkpoints" / f"step-{step:06d}").exists():
+            _save(accelerator, run_dir, step, model, optimizer, scheduler, store_info)
+        raise
+    finally:
+        progress.finish()
+
+    final_dir = run_dir / "final"
+    if accelerator.is_main_process:
+        _save_final(accelerator.unwrap_model(model), parts.tokenizer, final_dir)
+    accelerator.wait_for_everyone()
+    return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
+
+
+def _check_run_dir(run_dir: Path, config: DistillConfig, resume: bool) -> None:
+    saved = run_dir / "config.yaml"
+    if not resume:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"{run_dir}: run folder exists; pass --resume to continue it, or another --out"
+            )
+        return
+    if not saved.is_file() or not checkpoint.list_checkpoints(run_dir):
+        raise ConfigError(f"{run_dir}: nothing to resume (no config.yaml or checkpoint)")
+    before = load_yaml(saved)
+    now = config.model_dump(mode="json")
+    changed = [k for k in now if before.get(k) != now[k] and k not in RESUMABLE_CHANGES]
+    if changed:
+        detail = ", ".join(f"{k} {before.get(k)} → {now[k]}" for k in changed)
+        raise ConfigError(
+            f"{saved}: --resume with different settings ({detail}); resume with the saved ones"
+        )
+
+
+def _save(accelerator, run_dir, step, model, optimizer, scheduler, info) -> None:
+    if accelerator.is_main_process:
+        checkpoint.save(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler, info)
+    accelerator.wait_for_everyone()
+
+
+def _save_final(model: PreTrainedModel, tokenizer, final_dir: Path) -> None:
+    """The student as a Hugging Face folder, written beside and renamed into place."""
+    partial = final_dir.with_name(".final.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.config.use_cache = True
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(final_dir, ignore_errors=True)
+    partial.rename(final_dir)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past the resumed checkpoint: those steps will be run again."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
