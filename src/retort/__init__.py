@@ -25,7 +25,6 @@ _LAZY = {
     "DistillConfig": "retort.config",
     "GenerateConfig": "retort.config",
     "distill": "retort.train.loop",
-    "evaluate": "retort.evaluate.run",
 }
 
 __all__ = ["__version__", *_LAZY]

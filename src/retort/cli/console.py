@@ -16,6 +16,8 @@ from rich.progress import (
 )
 
 out = Console()
+if not out.is_terminal:  # piped or captured: rich would assume 80 columns and cut the tables
+    out = Console(width=120)
 err = Console(stderr=True)
 
 

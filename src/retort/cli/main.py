@@ -30,9 +30,7 @@ for verb in (quickstart, generate, distill, evaluate, inspect):
 def main() -> None:
     """Entry point of the ``retort`` console script and ``python -m retort``."""
     logging.basicConfig(level=os.environ.get("RETORT_LOG", "WARNING"), format="%(message)s")
-    # transformers' own progress bars and advice would interleave with ours.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    _quiet_libraries()
     try:
         code = app(standalone_mode=False)
     except RetortError as exc:
@@ -47,3 +45,14 @@ def main() -> None:
         )
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_libraries() -> None:
+    """transformers' own progress bars and advice would interleave with ours."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (e.g. by a caller): env is read too late
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()

@@ -45,10 +45,15 @@ def divergence(
         mask: ``(...)`` bool, True where the token counts (labels != -100).
         reduction: ``mean`` over unmasked tokens, ``sum``, or ``none`` (per token, masked → 0).
     """
-    log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_t = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_s = torch.log_softmax(at_least_f32(student_logits) / temperature, dim=-1)
+    log_t = torch.log_softmax(at_least_f32(teacher_logits) / temperature, dim=-1)
     per_token = divergence_from_logprobs(log_s, log_t, kind, beta=beta, alpha=alpha)
     return reduce_tokens(per_token, mask, reduction)
+
+
+def at_least_f32(x: torch.Tensor) -> torch.Tensor:
+    """Half precision is computed in float32; float64 stays float64 (for gradcheck)."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def divergence_from_logprobs(
@@ -104,9 +109,19 @@ def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 
 def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor, weight: float) -> torch.Tensor:
-    """log(weight·a + (1−weight)·b), stable; weight 0 or 1 returns one side exactly."""
+    """log(weight·a + (1−weight)·b), stable; weight 0 or 1 returns one side exactly.
+
+    Where both sides are -inf the mixture is -inf; those entries are computed on zeros and
+    replaced, because logaddexp(-inf, -inf) has a NaN gradient.
+    """
     if weight <= 0.0:
         return log_b
     if weight >= 1.0:
         return log_a
-    return torch.logaddexp(log_a + math.log(weight), log_b + math.log1p(-weight))
+    empty = torch.isneginf(log_a) & torch.isneginf(log_b)
+    zeros = torch.zeros_like(log_a)
+    mixed = torch.logaddexp(
+        torch.where(empty, zeros, log_a) + math.log(weight),
+        torch.where(empty, zeros, log_b) + math.log1p(-weight),
+    )
+    return torch.where(empty, torch.full_like(mixed, float("-inf")), mixed)

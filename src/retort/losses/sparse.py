@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from retort.losses.divergence import divergence_from_logprobs, reduce_tokens
+from retort.losses.divergence import at_least_f32, divergence_from_logprobs, reduce_tokens
 
 
 def sparse_divergence(
@@ -33,9 +33,9 @@ def sparse_divergence(
         topk_logprobs: ``(..., k)`` the teacher's log-probabilities (temperature 1) of those ids.
         Other arguments as in ``divergence``.
     """
-    log_s_full = torch.log_softmax(student_logits.float(), dim=-1)  # (..., V)
+    log_s_full = torch.log_softmax(at_least_f32(student_logits), dim=-1)  # (..., V)
     log_s = _with_tail(log_s_full.gather(-1, topk_ids))  # (..., k+1)
-    log_t = _with_tail(topk_logprobs.float())  # (..., k+1)
+    log_t = _with_tail(at_least_f32(topk_logprobs))  # (..., k+1)
     if temperature != 1.0:
         log_s = torch.log_softmax(log_s / temperature, dim=-1)
         log_t = torch.log_softmax(log_t / temperature, dim=-1)
@@ -45,7 +45,7 @@ def sparse_divergence(
 
 def captured_mass(topk_logprobs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean teacher probability covered by the stored top-k (1.0 means no tail)."""
-    mass = topk_logprobs.float().exp().sum(-1).clamp_max(1.0)
+    mass = at_least_f32(topk_logprobs).exp().sum(-1).clamp_max(1.0)
     return reduce_tokens(mass, mask, "mean")
 
 
@@ -56,5 +56,5 @@ def _with_tail(log_k: torch.Tensor) -> torch.Tensor:
     the mass (k = V) gives a finite log and no NaN gradient; its effect on values is < 1e-37.
     """
     covered = torch.logsumexp(log_k, dim=-1, keepdim=True).clamp_max(0.0)
-    tail = (-torch.expm1(covered)).clamp_min(torch.finfo(torch.float32).tiny).log()
+    tail = (-torch.expm1(covered)).clamp_min(torch.finfo(log_k.dtype).tiny).log()
     return torch.cat([log_k, tail], dim=-1)
