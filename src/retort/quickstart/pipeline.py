@@ -93,7 +93,6 @@ def run_quickstart(
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: folder exists and is not empty; choose another --out")
     load_prompts(PROMPTS)  # the shipped file is validated like a user's
-    run_dir.mkdir(parents=True, exist_ok=True)
     result = QuickstartResult(run_dir, budget_name)
 
     def stage(name: str, work: Callable[[], T]) -> T:
@@ -104,8 +103,10 @@ def run_quickstart(
         result.stages[name] = time.perf_counter() - started
         return value
 
-    train_prompts, heldout_prompts = split_prompts(budget, run_dir)
+    # The teacher loads before the run folder exists: a missing package leaves nothing behind.
     teacher = stage("load teacher", lambda: LocalTeacher.load(ALIAS))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_prompts, heldout_prompts = split_prompts(budget, run_dir)
 
     def capture(prompts: Path, out: Path) -> None:
         settings = GenerateConfig(
