@@ -16,6 +16,8 @@ import typer
 from retort.cli import distill, evaluate, generate, inspect, quickstart
 from retort.errors import RetortError
 
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+
 app = typer.Typer(
     name="retort",
     help="Distill large language models into small ones; guard models against distillation.",
@@ -40,10 +42,11 @@ def main() -> None:
         exc.show()
         sys.exit(2)
     except (KeyboardInterrupt, click.exceptions.Abort):
+        code = INTERRUPTED
+    if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) after the verb saved its work
         print(
             "interrupted: work done so far is saved; run the same command to go on", file=sys.stderr
         )
-        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 
 
