@@ -1,0 +1,16 @@
+"""Every shipped recipe validates, and its header is the command that runs it."""
+
+from pathlib import Path
+
+import pytest
+
+from retort.config import DistillConfig, build, load_yaml
+
+RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_validates_and_names_its_command(recipe):
+    assert recipe.read_text().startswith(f"# retort distill --config recipes/{recipe.name} ")
+    values = {**load_yaml(recipe), "data": "store", "out": "run"}
+    assert build(DistillConfig, values, str(recipe)).max_steps > 0
