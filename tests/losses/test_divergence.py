@@ -91,7 +91,7 @@ def test_gradients_match_finite_differences_in_float64(kind):
     assert torch.autograd.gradcheck(lambda s: divergence(s, teacher, kind), (student,))
 
 
-@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_sparse_divergence_with_the_whole_vocabulary_equals_dense(kind):
     student, teacher = logits(2, 3, 17, seed=15), logits(2, 3, 17, seed=16)
     topk = torch.log_softmax(teacher, -1).topk(17)
@@ -115,3 +115,54 @@ def test_sparse_divergence_gradient_is_finite_when_top_k_holds_all_mass():
     topk = torch.log_softmax(logits(3, 6, seed=18), -1).topk(6)
     sparse_divergence(student, topk.indices, topk.values).backward()
     assert torch.isfinite(student.grad).all()
+
+
+@pytest.mark.parametrize("edge", [1e-7, 1 - 1e-7])
+def test_jsd_goes_to_zero_at_both_ends_of_beta(edge):
+    a, b = logits(3, 9, seed=20), logits(3, 9, seed=21)
+    assert divergence(a, b, "jsd", beta=edge).item() < 1e-5
+    assert divergence(a, b, "jsd", beta=0.5).item() > 1e-2
+
+
+def test_jsd_and_skew_kl_match_two_outcome_closed_forms():
+    p, q, beta, alpha = 0.8, 0.3, 0.3, 0.2  # teacher and student mass on outcome 0
+
+    def kl(x, y):
+        return x * math.log(x / y) + (1 - x) * math.log((1 - x) / (1 - y))
+
+    teacher = torch.tensor([[math.log(p), math.log(1 - p)]])
+    student = torch.tensor([[math.log(q), math.log(1 - q)]])
+    m = beta * p + (1 - beta) * q
+    jsd = beta * kl(p, m) + (1 - beta) * kl(q, m)
+    skew_forward = kl(p, alpha * p + (1 - alpha) * q)
+    skew_reverse = kl(q, alpha * q + (1 - alpha) * p)
+    assert divergence(student, teacher, "jsd", beta=beta).item() == pytest.approx(jsd, rel=1e-5)
+    assert divergence(student, teacher, "skew_forward_kl", alpha=alpha).item() == pytest.approx(
+        skew_forward, rel=1e-5
+    )
+    assert divergence(student, teacher, "skew_reverse_kl", alpha=alpha).item() == pytest.approx(
+        skew_reverse, rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sparse_divergence_gradients_match_finite_differences(kind):
+    student = logits(2, 7, seed=22).double().requires_grad_()
+    topk = torch.log_softmax(logits(2, 7, seed=23).double(), -1).topk(3)
+    assert torch.autograd.gradcheck(
+        lambda s: sparse_divergence(s, topk.indices, topk.values, kind), (student,)
+    )
+
+
+def test_accumulating_four_micro_batches_equals_one_batch_of_four():
+    student = logits(4, 6, 11, seed=24).double().requires_grad_()
+    teacher = logits(4, 6, 11, seed=25).double()
+    mask = torch.rand(4, 6, generator=torch.Generator().manual_seed(0)) > 0.3
+    divergence(student, teacher, "reverse_kl", mask=mask).backward()
+    whole = student.grad.clone()
+    student.grad = None
+    count = mask.sum()  # the global count of the step, known before any micro-batch runs
+    for i in range(4):
+        part = divergence(student[i], teacher[i], "reverse_kl", mask=mask[i], reduction="sum")
+        (part / count).backward()
+    torch.testing.assert_close(student.grad, whole, rtol=1e-6, atol=1e-12)

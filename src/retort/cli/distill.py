@@ -21,7 +21,22 @@ def distill(
         str | None, typer.Option(help="`prune:N` (N teacher layers) or a model spec.")
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher model spec.")] = None,
-    objective: Annotated[str | None, typer.Option(help="sft | topk_kl | online_kl")] = None,
+    objective: Annotated[str | None, typer.Option(help="sft | topk | online")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="KD divergence: forward_kl | reverse_kl | jsd | skew_forward_kl | "
+            "skew_reverse_kl | tvd"
+        ),
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="jsd mixture weight, in (0, 1).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Skew weight of the skew KLs.")] = None,
+    hidden_weight: Annotated[
+        float | None, typer.Option(help="Weight of the hidden-state loss (needs --teacher).")
+    ] = None,
+    kd_rescale: Annotated[
+        bool | None, typer.Option(help="Scale KD to the running magnitude of CE.")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sequences per micro-batch.")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
@@ -42,8 +57,10 @@ def distill(
 ) -> None:
     """Distill a teacher into a student.
 
-    The loss is kd_weight·T²·KD + ce_weight·CE over the teacher's completion tokens, averaged
-    over all target tokens of the optimizer step. Writes RUN/config.yaml, RUN/metrics.jsonl,
+    The loss is ce_weight·CE + kd_weight·T²·KD + hidden_weight·H over the teacher's completion
+    tokens, averaged over all target tokens of the optimizer step. KD is the --kind divergence
+    against the stored top-k (topk) or the live teacher (online; fused from hidden states, so
+    no full logits are held). See docs/losses.md. Writes RUN/config.yaml, RUN/metrics.jsonl,
     RUN/checkpoints/ and the trained student as a Hugging Face folder in RUN/final.
     """
     from retort.config import DistillConfig, apply_overrides, build, load_yaml
@@ -57,6 +74,11 @@ def distill(
         "student": student,
         "teacher": teacher,
         "objective": objective,
+        "kind": kind,
+        "beta": beta,
+        "alpha": alpha,
+        "hidden_weight": hidden_weight,
+        "kd_rescale": kd_rescale,
         "max_steps": max_steps,
         "batch_size": batch_size,
         "grad_accum": grad_accum,

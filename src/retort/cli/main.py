@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs rewrap to the terminal width
 )
 for verb in (quickstart, generate, distill, evaluate, inspect):
     verb.register(app)

@@ -45,8 +45,8 @@ def divergence(
         mask: ``(...)`` bool, True where the token counts (labels != -100).
         reduction: ``mean`` over unmasked tokens, ``sum``, or ``none`` (per token, masked → 0).
     """
-    log_s = torch.log_softmax(at_least_f32(student_logits) / temperature, dim=-1)
-    log_t = torch.log_softmax(at_least_f32(teacher_logits) / temperature, dim=-1)
+    log_s = log_softmax_at(student_logits, temperature)
+    log_t = log_softmax_at(teacher_logits, temperature)
     per_token = divergence_from_logprobs(log_s, log_t, kind, beta=beta, alpha=alpha)
     return reduce_tokens(per_token, mask, reduction)
 
@@ -54,6 +54,14 @@ def divergence(
 def at_least_f32(x: torch.Tensor) -> torch.Tensor:
     """Half precision is computed in float32; float64 stays float64 (for gradcheck)."""
     return x if x.dtype == torch.float64 else x.float()
+
+
+def log_softmax_at(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log_softmax(logits / temperature)`` in at least float32; no extra copy at T = 1."""
+    logits = at_least_f32(logits)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1)
 
 
 def divergence_from_logprobs(

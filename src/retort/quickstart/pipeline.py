@@ -1,5 +1,5 @@
-"""The quickstart: generate → distill (``prune:10``, ``topk_kl`` + CE) → eval, on the embedded
-SmolLM2-135M-Instruct teacher and the built-in prompts (``prompts.jsonl`` beside this file,
+"""The quickstart: generate → distill (``prune:10``, ``topk`` forward KL + CE) → eval, on the
+embedded SmolLM2-135M-Instruct teacher and the built-in prompts (``prompts.jsonl`` beside this file,
 made by ``scripts/build_quickstart_prompts.py``), in one run folder.
 """
 
@@ -131,7 +131,7 @@ def run_quickstart(
         out=run_dir / "student",
         student=f"prune:{STUDENT_LAYERS}",
         teacher=ALIAS,
-        objective="topk_kl",
+        objective="topk",
         ce_weight=0.5,
         max_steps=budget.steps,
         batch_size=budget.batch_size,

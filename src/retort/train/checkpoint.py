@@ -27,6 +27,7 @@ def save(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     info: dict[str, Any],
+    extra: dict[str, Any] | None = None,
     keep: int = 2,
 ) -> Path:
     """Write the checkpoint of ``step`` and prune older ones beyond ``keep``."""
@@ -40,6 +41,7 @@ def save(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "extra": extra or {},  # e.g. a hidden-state projector, the KD rescaler
         "rng": {
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
@@ -65,8 +67,9 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 def load(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> dict[str, Any]:
-    """Restore everything saved at ``path``; returns its trainer info (``step`` among it)."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore everything saved at ``path``; returns its trainer info (``step`` among it) and
+    the ``extra`` states for the caller to restore."""
     state = torch.load(path / STATE_FILE, weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -74,4 +77,4 @@ def load(
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
-    return json.loads((path / INFO_FILE).read_text())
+    return json.loads((path / INFO_FILE).read_text()), state.get("extra", {})

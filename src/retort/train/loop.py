@@ -1,8 +1,9 @@
 """``retort distill``: one readable training loop on accelerate.
 
 Per optimizer step: gather the step's micro-batches, count the global target tokens, then for
-each micro-batch run the student (and the teacher under no_grad for online KD), sum the loss
-terms over tokens, divide by the global count and backward; clip, step, schedule, log.
+each micro-batch run the student (and the teacher under no_grad when the objective needs it),
+sum the loss terms over tokens, divide by the global count and backward; clip, step, schedule,
+log, checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,8 +22,8 @@ from retort.config import DistillConfig, load_yaml, save_yaml
 from retort.errors import ConfigError
 from retort.progress import Progress, Silent
 from retort.train import checkpoint
-from retort.train.data import collate, examples_from_rows, micro_batch_indices
-from retort.train.objectives import compute_terms
+from retort.train.data import IGNORE, collate, examples_from_rows, micro_batch_indices
+from retort.train.objectives import KDRescaler, compute_terms, run_model
 from retort.train.setup import assemble
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Keys that may change between a run and its resumption without changing what is optimized.
 RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps"}
+TERMS = ("ce", "kd", "hidden", "captured_mass")
 
 
 @dataclass
@@ -64,28 +66,41 @@ def distill(
     _check_run_dir(run_dir, config, resume)
     parts = assemble(config, teacher, student)  # every input error surfaces before any write
     examples = examples_from_rows(parts.rows, config.max_seq_len)
+    plan = parts.plan
 
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     set_seed(config.seed)
     model = parts.student
     model.config.use_cache = False
+    trainable = list(model.parameters())
+    if parts.projector is not None:
+        trainable += list(parts.projector.parameters())
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    projector = parts.projector.to(accelerator.device) if parts.projector is not None else None
     teacher_model = None
-    if config.objective == "online_kl":
+    if plan.needs_teacher:
         teacher_model = parts.teacher.model.to(accelerator.device).eval()
         teacher_model.requires_grad_(False)
+    heads = None
+    if not plan.student_logits:  # fused path: logits are rebuilt from hidden states in chunks
+        heads = (
+            accelerator.unwrap_model(model).get_output_embeddings().weight,
+            teacher_model.get_output_embeddings().weight,
+        )
+    rescaler = KDRescaler()
 
     step = 0
-    checkpoints = checkpoint.list_checkpoints(run_dir)
     if resume:
-        info = checkpoint.load(
-            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler
-        )
+        last = checkpoint.list_checkpoints(run_dir)[-1]
+        info, extra = checkpoint.load(last, accelerator.unwrap_model(model), optimizer, scheduler)
         step = info["step"]
+        if projector is not None:
+            projector.load_state_dict(extra["projector"])
+        rescaler.load_state_dict(extra.get("kd_rescaler", {}))
         _truncate_metrics(run_dir / "metrics.jsonl", step)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +108,18 @@ def distill(
     if accelerator.is_main_process:
         save_yaml(config, run_dir / "config.yaml")
 
-    store_info = {"store": str(parts.store.path), "store_fingerprint": parts.store.fingerprint}
+    def save() -> None:
+        extra = {"kd_rescaler": rescaler.state_dict()}
+        if projector is not None:
+            extra["projector"] = projector.state_dict()
+        info = {"store": str(parts.store.path), "store_fingerprint": parts.store.fingerprint}
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            checkpoint.save(run_dir, step, unwrapped, optimizer, scheduler, info, extra)
+        accelerator.wait_for_everyone()
+
     pad_id = parts.tokenizer.pad_token_id
+    top_k = parts.top_k if config.objective == "topk" else 0
     world, rank = accelerator.num_processes, accelerator.process_index
     started = time.perf_counter()
     last_loss = float("nan")
@@ -104,79 +129,81 @@ def distill(
         while step < config.max_steps:
             tick = time.perf_counter()
             micro_batches = [
-                collate(
-                    [
-                        examples[i]
-                        for i in micro_batch_indices(
-                            len(examples),
-                            step,
-                            micro,
-                            config.batch_size,
-                            config.grad_accum,
-                            config.seed,
-                            rank,
-                            world,
-                        )
-                    ],
-                    pad_id,
-                    parts.top_k if config.objective == "topk_kl" else 0,
+                collate([examples[i] for i in indices], pad_id, top_k)
+                for indices in (
+                    micro_batch_indices(
+                        len(examples),
+                        step,
+                        micro,
+                        config.batch_size,
+                        config.grad_accum,
+                        config.seed,
+                        rank,
+                        world,
+                    )
+                    for micro in range(config.grad_accum)
                 )
-                for micro in range(config.grad_accum)
             ]
             # The loss of the step is a mean over every target token of every micro-batch on
             # every process; DDP averages gradients over processes, so scale by world back up.
-            local_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
+            local_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
             global_tokens = accelerator.reduce(
                 torch.tensor(local_tokens, device=accelerator.device), "sum"
             ).clamp_min(1)
-            sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "captured_mass": 0.0}
+            kd_scale = rescaler.scale if config.kd_rescale else 1.0
+            sums: dict[str, float] = {"loss": 0.0}
             for batch in micro_batches:
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits  # (B, L, V)
-                teacher_logits = None
+                student_out = run_model(model, batch, plan.student_logits, plan.student_hidden)
+                teacher_out = None
                 if teacher_model is not None:
                     with torch.no_grad():
-                        teacher_logits = teacher_model(
-                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                        ).logits
-                terms = compute_terms(config, batch, logits, teacher_logits, parts.vocab_size)
+                        teacher_out = run_model(
+                            teacher_model, batch, plan.teacher_logits, plan.teacher_hidden
+                        )
+                terms = compute_terms(
+                    config,
+                    batch,
+                    student_out,
+                    teacher_out,
+                    heads,
+                    parts.vocab_size,
+                    projector,
+                    parts.layer_map,
+                    kd_scale,
+                )
                 accelerator.backward(terms.loss / global_tokens * world)
                 sums["loss"] += float(terms.loss.detach())
-                sums["ce"] += float(terms.ce)
-                sums["kd"] += float(terms.kd) if terms.kd is not None else 0.0
-                sums["captured_mass"] += float(terms.captured_mass or 0.0)
-            accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                for name in TERMS:
+                    value = getattr(terms, name)
+                    if value is not None:
+                        sums[name] = sums.get(name, 0.0) + float(value)
+            accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            tokens = int(global_tokens)
-            last_loss = sums["loss"] / max(local_tokens, 1)
-            record = {
-                "step": step,
-                "loss": last_loss,
-                "ce": sums["ce"] / max(local_tokens, 1),
-                "lr": scheduler.get_last_lr()[0],
-                "tokens": tokens,
-                "tokens_per_s": tokens / (time.perf_counter() - tick),
-            }
-            if config.objective != "sft":
-                record["kd"] = sums["kd"] / max(local_tokens, 1)
-            if config.objective == "topk_kl":
-                record["captured_mass"] = sums["captured_mass"] / max(local_tokens, 1)
+            per_token = {name: total / max(local_tokens, 1) for name, total in sums.items()}
+            if config.kd_rescale and "ce" in per_token and "kd" in per_token:
+                rescaler.update(per_token["ce"], per_token["kd"])
+            last_loss = per_token["loss"]
+            record: dict[str, Any] = {"step": step, **per_token}
+            record["lr"] = scheduler.get_last_lr()[0]
+            record["tokens"] = int(global_tokens)
+            record["tokens_per_s"] = int(global_tokens) / (time.perf_counter() - tick)
+            if config.kd_rescale:
+                record["kd_scale"] = kd_scale
             if accelerator.is_main_process and step % config.log_every == 0:
                 with (run_dir / "metrics.jsonl").open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
             progress.advance(1, loss=last_loss)
             if step % config.save_every == 0 or step == config.max_steps:
-                _save(accelerator, run_dir, step, model, optimizer, scheduler, store_info)
+                save()
     except KeyboardInterrupt:
         # Keep what is done: a checkpoint of the last finished step, for --resume.
         if step and not (run_dir / "checkpoints" / f"step-{step:06d}").exists():
-            _save(accelerator, run_dir, step, model, optimizer, scheduler, store_info)
+            save()
         raise
     finally:
         progress.finish()
@@ -208,13 +235,7 @@ def _check_run_dir(run_dir: Path, config: DistillConfig, resume: bool) -> None:
         )
 
 
-def _save(accelerator, run_dir, step, model, optimizer, scheduler, info) -> None:
-    if accelerator.is_main_process:
-        checkpoint.save(run_dir, step, accelerator.unwrap_model(model), optimizer, scheduler, info)
-    accelerator.wait_for_everyone()
-
-
-def _save_final(model: PreTrainedModel, tokenizer, final_dir: Path) -> None:
+def _save_final(model: PreTrainedModel, tokenizer: Any, final_dir: Path) -> None:
     """The student as a Hugging Face folder, written beside and renamed into place."""
     partial = final_dir.with_name(".final.partial")
     shutil.rmtree(partial, ignore_errors=True)

@@ -5,19 +5,24 @@ Everything here fails before the run folder is created, so a bad flag never leav
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retort.capture.store import Store
 from retort.config import DistillConfig
-from retort.errors import ModelError, StoreError
+from retort.errors import ConfigError, ModelError, StoreError
+from retort.losses import HiddenProjector, default_layer_map
 from retort.models.loading import load_model, load_tokenizer, resolve
 from retort.models.pruning import parse_prune_spec, prune_layers
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
+from retort.train.objectives import ForwardPlan, fused_head_matches
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +36,9 @@ class RunParts:
     teacher: LocalTeacher | None  # loaded when the objective or the student needs it
     vocab_size: int  # logit columns shared by student and teacher
     top_k: int  # teacher logprobs per position in the store (0: text only)
+    plan: ForwardPlan  # what each forward pass must produce
+    layer_map: list[int] | None  # hidden-state matching, when hidden_weight > 0
+    projector: HiddenProjector | None
 
 
 def assemble(
@@ -44,15 +52,15 @@ def assemble(
     if not rows:
         raise StoreError(f"{config.data}: store has no rows; run retort generate first")
     top_k = int(store.fingerprint.get("top_k") or 0)
-    if config.objective == "topk_kl" and top_k == 0:
+    if config.objective == "topk" and top_k == 0:
         raise StoreError(
             f"{config.data}: store has no teacher logprobs (top_k 0); "
             "use --objective sft, or capture with --top-k 20"
         )
 
     keep = parse_prune_spec(config.student)
-    needs_teacher = config.objective == "online_kl" or keep is not None
-    if teacher is None and needs_teacher:
+    plan = ForwardPlan.of(config)
+    if teacher is None and (plan.needs_teacher or keep is not None):
         teacher = LocalTeacher.load(config.teacher)
     if student is None:
         if keep is not None:
@@ -71,4 +79,32 @@ def assemble(
             f"--student {config.student}: its tokenizer differs from the one that made "
             f"{config.data}; the student must share the teacher's tokenizer"
         )
-    return RunParts(store, rows, student, tokenizer, teacher, vocab_size, top_k)
+    # Fused KD rebuilds logits from the last hidden state and the head weight: both heads must
+    # be plain linear maps, else fall back to materialized logits.
+    fused = plan.teacher_hidden and config.objective == "online" and config.fused
+    if fused and not (fused_head_matches(student) and fused_head_matches(teacher.model)):
+        log.warning("fused KD does not reproduce this model's logits; using full logits")
+        plan = ForwardPlan.of(config, fused_ok=False)
+    layer_map, projector = None, None
+    if config.hidden_weight > 0:
+        layer_map, projector = _hidden_matching(config, student, teacher.model)
+    return RunParts(
+        store, rows, student, tokenizer, teacher, vocab_size, top_k, plan, layer_map, projector
+    )
+
+
+def _hidden_matching(
+    config: DistillConfig, student: PreTrainedModel, teacher: PreTrainedModel
+) -> tuple[list[int], HiddenProjector]:
+    student_layers = student.config.num_hidden_layers
+    teacher_layers = teacher.config.num_hidden_layers
+    layer_map = config.layer_map or default_layer_map(student_layers, teacher_layers)
+    if len(layer_map) != student_layers or not all(1 <= t <= teacher_layers for t in layer_map):
+        raise ConfigError(
+            f"layer_map: give {student_layers} teacher layers (1..{teacher_layers}), one per "
+            f"student layer; got {layer_map}"
+        )
+    projector = HiddenProjector(
+        student.config.hidden_size, teacher.config.hidden_size, len(layer_map)
+    ).to(next(student.parameters()).dtype)
+    return layer_map, projector
