@@ -30,7 +30,7 @@ class _Strict(BaseModel):
 class GenerateConfig(_Strict):
     """Settings of ``retort generate``: prompts through a teacher into a store."""
 
-    teacher: str = Field(description="Model spec: local folder, hub id, alias or http(s) URL.")
+    teacher: str = Field(description="Model spec: local folder, hub id or alias.")
     prompts: Path = Field(description="Prompts file (JSONL, Parquet or CSV).")
     out: Path = Field(description="Store directory; created, or resumed when it exists.")
     top_k: int = Field(20, ge=0, le=1000, description="Teacher logprobs kept per position.")
@@ -38,7 +38,7 @@ class GenerateConfig(_Strict):
     temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     batch_size: int = Field(8, ge=1, description="Prompts generated together.")
-    seed: int = Field(0, description="Sampling seed (each prompt's seed derives from it).")
+    seed: int = Field(0, description="Sampling seed (seeds each batch).")
     rows_per_shard: int = Field(64, ge=1, description="Rows per Parquet shard written.")
 
 
@@ -159,7 +159,12 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         *parents, leaf = key.split(".")
         for part in parents:
             target = target.setdefault(part, {})
-        target[leaf] = yaml.safe_load(raw)
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is a value, not a group of keys")
+        try:
+            target[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
     return result
 
 

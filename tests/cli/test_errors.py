@@ -182,3 +182,58 @@ def test_a_user_error_prints_no_traceback_from_the_real_entry_point(tmp_path):
         f"error: {tmp_path / 'nothing'}: not a store (no manifest.json); "
         "make one with retort generate"
     )
+
+
+def test_malformed_set_values_are_one_line_errors(
+    monkeypatch, capsys, tiny_model_dir, tiny_store, tmp_path
+):
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        *distill_args(
+            tiny_model_dir,
+            tiny_store,
+            tmp_path / "run",
+            "--student",
+            "prune:2",
+            "--set",
+            "layer_map=[1,2",
+        ),
+    )
+    assert_one_line_error(code, err, "--set 'layer_map=[1,2': the value is not valid YAML")
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        *distill_args(
+            tiny_model_dir,
+            tiny_store,
+            tmp_path / "run",
+            "--student",
+            "prune:2",
+            "--beta",
+            "0.3",
+            "--set",
+            "beta.x=1",
+        ),
+    )
+    assert_one_line_error(code, err, "'beta' is a value, not a group of keys")
+
+
+def test_an_unfinished_run_given_as_a_student_says_to_resume(
+    monkeypatch, capsys, tiny_model_dir, tiny_store, tmp_path
+):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("student: prune:2\n")
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--teacher",
+        tiny_model_dir,
+        "--data",
+        tiny_store,
+        "--student",
+        run,
+    )
+    assert_one_line_error(code, err, "a distill run with no final/ yet", "--resume")

@@ -59,7 +59,12 @@ def load_prompts(path: Path, sampling: dict[str, Any] | None = None) -> list[Pro
         raise InputError(f"{path}: prompts file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a .jsonl, .parquet or .csv file")
-    rows = list(_read_rows(path))
+    try:
+        rows = list(_read_rows(path))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputError(f"{path}: cannot read this file ({exc})") from None
     if not rows:
         raise InputError(f"{path}: no records; add one JSON object per line")
     records = [_validate(raw, f"{path}:{line}").with_id(sampling or {}) for line, raw in rows]

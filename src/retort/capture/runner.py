@@ -17,7 +17,7 @@ from typing import Any
 from retort.capture.prompts import PromptRecord, load_prompts
 from retort.capture.store import CODEC, Store
 from retort.config import GenerateConfig
-from retort.errors import TeacherError
+from retort.errors import InputError, TeacherError
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
 from retort.teachers.chat import chat_messages, render_prompt
@@ -76,9 +76,11 @@ def generate(
             f"--top-k {config.top_k}: this teacher returns at most "
             f"{teacher.capabilities.max_top_k} logprobs per position"
         )
+    # Every prompt is rendered before the store is touched: a template error is an input error.
+    rendered = [(r, _render(teacher, r)) for r in records]
     store = Store.create_or_resume(config.out, fingerprint(teacher, sampling, config.top_k))
     done = store.done_ids()
-    todo = [r for r in records if r.id not in done]
+    todo = [(r, ids) for r, ids in rendered if r.id not in done]
     started = time.perf_counter()
     failures: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
@@ -87,14 +89,16 @@ def generate(
     def flush() -> None:
         nonlocal written
         if pending:
-            store.append(pending)
-            written += len(pending)
+            # Taken off the list before writing: a Ctrl-C during append must not make the
+            # finally-flush write the same rows again.
+            rows = pending[:]
             pending.clear()
+            store.append(rows)
+            written += len(rows)
 
-    rendered = [(r, render_prompt(teacher.tokenizer, _turns(r))) for r in todo]
     limit = getattr(teacher, "max_positions", None)
     runnable = []
-    for record, ids in rendered:
+    for record, ids in todo:
         if limit and len(ids) + config.max_new_tokens > limit:
             reason = (
                 f"prompt is {len(ids)} tokens; with max_new_tokens the teacher's {limit} overflow"
@@ -127,8 +131,12 @@ def generate(
     )
 
 
-def _turns(record: PromptRecord) -> list[dict[str, Any]]:
-    return chat_messages(record.prompt, record.messages, record.system)
+def _render(teacher: Teacher, record: PromptRecord) -> list[int]:
+    turns = chat_messages(record.prompt, record.messages, record.system)
+    try:
+        return render_prompt(teacher.tokenizer, turns)
+    except Exception as exc:  # jinja TemplateError and kin: the template refused these turns
+        raise InputError(f"{record.where}: the chat template refused this record ({exc})") from None
 
 
 def _row(

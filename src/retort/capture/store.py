@@ -98,7 +98,12 @@ class Store:
                 )
             store._remove_partial_shards()
             return store
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path}: is a file; give a folder for the store")
+        # An empty shards/ alone is what a run killed while creating the store leaves.
+        leftovers = [p for p in path.iterdir() if p.name != "shards"] if path.exists() else []
+        shards = path / "shards"
+        if leftovers or (shards.is_dir() and any(shards.iterdir())):
             raise StoreError(f"{path}: folder exists and is not a store; choose another --out")
         now = _now()
         manifest = {

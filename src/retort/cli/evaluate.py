@@ -27,15 +27,20 @@ def evaluate(
         list[str], typer.Option(help="Run folder, model spec or prune:N (repeatable).")
     ],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for eval.json.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 8,
-    answer_tokens: Annotated[int, typer.Option(help="Answer length for reference grading.")] = 32,
-    speed_tokens: Annotated[int, typer.Option(help="Tokens generated per speed test.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per forward pass.")] = 8,
+    answer_tokens: Annotated[
+        int, typer.Option(min=1, help="Answer length for reference grading.")
+    ] = 32,
+    speed_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per speed test.")] = 32,
 ) -> None:
     """Mean NLL of the teacher's completions, top-1 agreement, KL(teacher‖student), reference
     accuracy, parameters and greedy tokens/s (batch 1 and 8), for each model."""
+    from retort.errors import ConfigError
     from retort.evaluate.run import evaluate as run
     from retort.teachers.local import LocalTeacher
 
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: --out is a file; give a folder for eval.json")
     loaded_teacher = LocalTeacher.load(teacher)
     students = {spec: load_student(spec, loaded_teacher) for spec in student}
     report = run(

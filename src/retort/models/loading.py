@@ -51,6 +51,10 @@ def resolve(spec: str) -> ModelSource:
         return ModelSource(spec, "alias", str(embedded.converted_dir()))
     path = Path(spec).expanduser()
     if path.exists():
+        if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
+            raise ModelError(
+                f"{spec}: a distill run with no final/ yet; finish it with retort distill --resume"
+            )
         if not (path / "config.json").is_file():
             raise ModelError(f"{spec}: not a Hugging Face model folder (no config.json)")
         return ModelSource(spec, "local", str(path))
@@ -85,7 +89,7 @@ def load_model(source: ModelSource, dtype: str = "float32") -> PreTrainedModel:
 def _from_pretrained(factory: Any, source: ModelSource, **kwargs: Any) -> Any:
     try:
         return factory.from_pretrained(source.location, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not a causal LM / unknown architecture
         where = "hub id" if source.kind == "hub" else "folder"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{source.spec}: cannot load this {where}: {first}") from None

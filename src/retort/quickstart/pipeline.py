@@ -90,6 +90,8 @@ def run_quickstart(
     budget = BUDGETS[budget_name]
     progress = progress or Silent()
     run_dir = Path(run_dir or Path("runs") / time.strftime("quickstart-%Y%m%d-%H%M%S"))
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: --out is a file; give a folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir}: folder exists and is not empty; choose another --out")
     load_prompts(PROMPTS)  # the shipped file is validated like a user's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +63,10 @@ def collate(examples: list[Example], pad_id: int, top_k: int = 0) -> dict[str, t
     """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels`` (B, L), and when
     ``top_k`` > 0, ``topk_ids`` (B, L, k) int64 and ``topk_logprobs`` (B, L, k) float32.
 
-    Positions without teacher data hold a one-hot distribution on id 0 (logprob 0): finite, and
-    masked out by ``labels`` == -100 anyway.
+    Positions without teacher data (prompt, padding) hold a uniform distribution over ids
+    0..k-1 and the tail: masked out by ``labels`` == -100, and finite, because a masked value
+    with an infinite derivative still turns into NaN in backward (0 · ∞) — reverse KL against
+    a one-hot did exactly that.
     """
     width = max(len(e.input_ids) for e in examples)
     batch = len(examples)
@@ -72,9 +75,8 @@ def collate(examples: list[Example], pad_id: int, top_k: int = 0) -> dict[str, t
     labels = torch.full((batch, width), IGNORE, dtype=torch.long)
     out: dict[str, torch.Tensor] = {}
     if top_k:
-        topk_ids = torch.zeros((batch, width, top_k), dtype=torch.long)
-        topk_logprobs = torch.full((batch, width, top_k), float("-inf"))
-        topk_logprobs[..., 0] = 0.0
+        topk_ids = torch.arange(top_k).expand(batch, width, top_k).clone()
+        topk_logprobs = torch.full((batch, width, top_k), -math.log(top_k + 1))
     for i, example in enumerate(examples):
         n = len(example.input_ids)
         input_ids[i, :n] = torch.tensor(example.input_ids)

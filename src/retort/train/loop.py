@@ -8,9 +8,12 @@ log, checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Keys that may change between a run and its resumption without changing what is optimized.
 RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps"}
+# What a run leaves before its first checkpoint; such a folder may simply start again.
+RESTARTABLE = {"config.yaml", "metrics.jsonl", "checkpoints"}
 TERMS = ("ce", "kd", "hidden", "captured_mass")
 
 
@@ -66,6 +71,12 @@ def distill(
     _check_run_dir(run_dir, config, resume)
     parts = assemble(config, teacher, student)  # every input error surfaces before any write
     examples = examples_from_rows(parts.rows, config.max_seq_len)
+    if not examples:
+        raise ConfigError(
+            f"max_seq_len {config.max_seq_len}: every prompt in {config.data} is longer; "
+            "raise max_seq_len"
+        )
+    data_identity = _data_identity(parts.rows)
     plan = parts.plan
 
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
@@ -79,8 +90,12 @@ def distill(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    projector = parts.projector.to(accelerator.device) if parts.projector is not None else None
+    # The scheduler stays out of prepare(): accelerate would step it once per process per step.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    projector = parts.projector
+    if projector is not None:
+        has_weights = any(True for _ in projector.parameters())
+        projector = accelerator.prepare(projector) if has_weights else projector
     teacher_model = None
     if plan.needs_teacher:
         teacher_model = parts.teacher.model.to(accelerator.device).eval()
@@ -94,15 +109,22 @@ def distill(
     rescaler = KDRescaler()
 
     step = 0
-    if resume:
-        last = checkpoint.list_checkpoints(run_dir)[-1]
-        info, extra = checkpoint.load(last, accelerator.unwrap_model(model), optimizer, scheduler)
+    checkpoints = checkpoint.list_checkpoints(run_dir)
+    if resume and checkpoints:
+        info, extra = checkpoint.load(
+            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler
+        )
+        if info.get("data") != data_identity:
+            raise ConfigError(
+                f"{checkpoints[-1]}: the store's rows changed since this checkpoint "
+                f"({info.get('data')} → {data_identity}); resume needs the same data"
+            )
         step = info["step"]
         if projector is not None:
-            projector.load_state_dict(extra["projector"])
+            accelerator.unwrap_model(projector).load_state_dict(extra["projector"])
         rescaler.load_state_dict(extra.get("kd_rescaler", {}))
         _truncate_metrics(run_dir / "metrics.jsonl", step)
-    else:
+    else:  # a new run, or one stopped before its first checkpoint: start at step 0
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").write_text("")
     if accelerator.is_main_process:
@@ -111,8 +133,12 @@ def distill(
     def save() -> None:
         extra = {"kd_rescaler": rescaler.state_dict()}
         if projector is not None:
-            extra["projector"] = projector.state_dict()
-        info = {"store": str(parts.store.path), "store_fingerprint": parts.store.fingerprint}
+            extra["projector"] = accelerator.unwrap_model(projector).state_dict()
+        info = {
+            "store": str(parts.store.path),
+            "store_fingerprint": parts.store.fingerprint,
+            "data": data_identity,
+        }
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             checkpoint.save(run_dir, step, unwrapped, optimizer, scheduler, info, extra)
@@ -125,8 +151,10 @@ def distill(
     last_loss = float("nan")
     model.train()
     progress.start("distill", total=config.max_steps - step, unit="steps")
+    stop = StepBoundaryInterrupt()
     try:
         while step < config.max_steps:
+            stop.check()  # a Ctrl-C during the last step lands here, with the step whole
             tick = time.perf_counter()
             micro_batches = [
                 collate([examples[i] for i in indices], pad_id, top_k)
@@ -206,6 +234,7 @@ def distill(
             save()
         raise
     finally:
+        stop.restore()
         progress.finish()
 
     final_dir = run_dir / "final"
@@ -215,16 +244,51 @@ def distill(
     return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
 
 
+class StepBoundaryInterrupt:
+    """Defers Ctrl-C to the next step boundary, so no checkpoint holds a half-applied update;
+    a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _data_identity(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Row count and a hash of the ids: batches are a function of both."""
+    digest = hashlib.sha256("\n".join(sorted(r["id"] for r in rows)).encode()).hexdigest()
+    return {"rows": len(rows), "ids_sha256": digest[:16]}
+
+
 def _check_run_dir(run_dir: Path, config: DistillConfig, resume: bool) -> None:
     saved = run_dir / "config.yaml"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: --out is a file; give a folder")
+    started = checkpoint.list_checkpoints(run_dir) or (run_dir / "final").exists()
     if not resume:
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if started:
             raise ConfigError(
                 f"{run_dir}: run folder exists; pass --resume to continue it, or another --out"
             )
+        if run_dir.exists() and any(p.name not in RESTARTABLE for p in run_dir.iterdir()):
+            raise ConfigError(f"{run_dir}: folder exists and is not a run; choose another --out")
         return
     if not saved.is_file() or not checkpoint.list_checkpoints(run_dir):
-        raise ConfigError(f"{run_dir}: nothing to resume (no config.yaml or checkpoint)")
+        return  # stopped before its first checkpoint: it starts again from step 0
     before = load_yaml(saved)
     now = config.model_dump(mode="json")
     changed = [k for k in now if before.get(k) != now[k] and k not in RESUMABLE_CHANGES]
