@@ -13,7 +13,7 @@ import sys
 import click
 import typer
 
-from retort.cli import distill, evaluate, generate, inspect, quickstart
+from retort.cli import distill, evaluate, generate, inspect, quickstart, serve
 from retort.errors import RetortError
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # docstring paragraphs rewrap to the terminal width
 )
-for verb in (quickstart, generate, distill, evaluate, inspect):
+for verb in (quickstart, generate, distill, evaluate, inspect, serve):
     verb.register(app)
 
 
@@ -46,7 +46,9 @@ def main() -> None:
         code = INTERRUPTED
     if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) after the verb saved its work
         print(
-            "interrupted: work done so far is saved; run the same command to go on", file=sys.stderr
+            "interrupted: work done so far is saved; run the same command to go on "
+            "(retort distill: add --resume)",
+            file=sys.stderr,
         )
     sys.exit(code if isinstance(code, int) else 0)
 

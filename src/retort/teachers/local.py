@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from retort.models.loading import ModelSource, load_model, load_tokenizer, resolve
-from retort.teachers.protocol import Capabilities, Generation, Sampling
+from retort.teachers.protocol import Capabilities, Generation, Sampling, Scored
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -46,9 +47,17 @@ class LocalTeacher:
 
     @torch.no_grad()
     def generate(
-        self, prompts: list[list[int]], sampling: Sampling, top_k: int
+        self,
+        prompts: list[list[int]],
+        sampling: Sampling,
+        top_k: int,
+        on_token: Callable[[int, int], None] | None = None,
     ) -> list[Generation]:
-        """Complete a batch of tokenized prompts, keeping the top-k logprobs of every step."""
+        """Complete a batch of tokenized prompts, keeping the top-k logprobs of every step.
+
+        ``on_token(row, token_id)`` is called as each token is written (for streaming); rows
+        that already finished keep receiving padding, which the caller ignores.
+        """
         from transformers import GenerationConfig
 
         pad_id = self.tokenizer.pad_token_id
@@ -69,24 +78,82 @@ class LocalTeacher:
         if not greedy:
             torch.manual_seed(sampling.seed)
         out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=settings
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=settings,
+            streamer=_RowStreamer(on_token) if on_token else None,
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :]  # (B, steps)
         # Raw logits (before temperature / top-p) → the teacher's own distribution.
+        chosen, top = [], []
+        for step, logits in enumerate(out.logits):
+            logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+            chosen.append(logprobs.gather(1, new_tokens[:, step : step + 1]).squeeze(1))
+            if top_k > 0:
+                top.append(logprobs.topk(top_k))
+        token_logprobs = torch.stack(chosen, dim=1)  # (B, steps)
         if top_k > 0:
-            per_step = [torch.log_softmax(s.float(), dim=-1).topk(top_k) for s in out.logits]
-            topk_logprobs = torch.stack([t.values for t in per_step], dim=1)  # (B, steps, k)
-            topk_ids = torch.stack([t.indices for t in per_step], dim=1)  # (B, steps, k)
+            topk_logprobs = torch.stack([t.values for t in top], dim=1)  # (B, steps, k)
+            topk_ids = torch.stack([t.indices for t in top], dim=1)  # (B, steps, k)
 
         results = []
         for row, tokens in enumerate(new_tokens.tolist()):
             length, finish = _completion_length(tokens, eos_ids)
             gen = Generation(completion_ids=tokens[:length], finish_reason=finish)
+            gen.token_logprobs = token_logprobs[row, :length].tolist()
             if top_k > 0:
                 gen.topk_ids = topk_ids[row, :length].tolist()
                 gen.topk_logprobs = topk_logprobs[row, :length].tolist()
             results.append(gen)
         return results
+
+    @torch.no_grad()
+    def score(self, sequences: list[list[int]], top_k: int) -> list[Scored]:
+        """Teacher-forced logprobs of every token after the first, with ranks and top-k."""
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, sequence in enumerate(sequences):
+            ids[i, : len(sequence)] = torch.tensor(sequence)
+            mask[i, : len(sequence)] = 1
+        logprobs = torch.log_softmax(
+            self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1
+        )  # (B, T-1, V): position t scores token t+1
+        targets = ids[:, 1:]
+        actual = logprobs.gather(-1, targets[..., None]).squeeze(-1)  # (B, T-1)
+        ranks = (logprobs > actual[..., None]).sum(-1) + 1  # (B, T-1)
+        top = logprobs.topk(top_k) if top_k > 0 else None
+        results = []
+        for i, sequence in enumerate(sequences):
+            n = len(sequence) - 1
+            results.append(
+                Scored(
+                    token_logprobs=actual[i, :n].tolist(),
+                    ranks=ranks[i, :n].tolist(),
+                    topk_ids=top.indices[i, :n].tolist() if top is not None else [],
+                    topk_logprobs=top.values[i, :n].tolist() if top is not None else [],
+                )
+            )
+        return results
+
+
+class _RowStreamer:
+    """transformers' streamer interface, forwarding each row's new token to a callback."""
+
+    def __init__(self, on_token: Callable[[int, int], None]) -> None:
+        self.on_token = on_token
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # the first call carries the prompts themselves
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            self.on_token(row, token)
+
+    def end(self) -> None:
+        pass
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,17 @@ class Generation:
     finish_reason: str  # "stop" (EOS written, and kept as the last id) | "length"
     topk_ids: list[list[int]] = field(default_factory=list)
     topk_logprobs: list[list[float]] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)  # of each written token
+
+
+@dataclass
+class Scored:
+    """Teacher-forced logprobs of a given sequence; position i scores token i + 1."""
+
+    token_logprobs: list[float]  # of the actual next token
+    ranks: list[int]  # 1 = the teacher's most likely token
+    topk_ids: list[list[int]]
+    topk_logprobs: list[list[float]]
 
 
 class Teacher(Protocol):

@@ -1,0 +1,1 @@
+"""``retort serve``: an OpenAI-compatible server over a local model (FastAPI + uvicorn)."""

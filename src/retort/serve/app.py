@@ -1,0 +1,329 @@
+"""The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions, /v1/completions.
+
+Responses follow OpenAI's shapes (chat ``logprobs.content`` with ``top_logprobs``; legacy
+completions ``logprobs`` with ``tokens``/``token_logprobs``/``top_logprobs``), plus vLLM's
+``prompt_logprobs`` and ``return_tokens_as_token_ids``. Errors use OpenAI's error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from retort.serve.engine import BatchingEngine, Job, stop_cut
+from retort.serve.protocol import ChatRequest, CompletionRequest
+from retort.serve.tokens import TokenText
+from retort.teachers.chat import render_prompt
+from retort.teachers.local import LocalTeacher
+from retort.teachers.protocol import Generation
+
+DEFAULT_MAX_TOKENS = 256
+
+
+class APIError(Exception):
+    """An error answered with OpenAI's error body."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+
+def create_app(
+    teacher: LocalTeacher, served_name: str, max_batch: int = 8, wait_ms: float = 10
+) -> FastAPI:
+    """The FastAPI app serving ``teacher`` under the model name ``served_name``."""
+    engine = BatchingEngine(teacher, max_batch=max_batch, wait_ms=wait_ms)
+    tokens = TokenText(teacher.tokenizer)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        yield
+        await engine.stop()
+
+    app = FastAPI(title="retort serve", lifespan=lifespan)
+    app.state.engine = engine
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"] if p != "body")
+        return _error(400, f"{param}: {first['msg']}", param)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": served_name, "object": "model", "created": 0, "owned_by": "retort"}],
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        stats = engine.stats
+        return {
+            "ok": True,
+            "jobs": stats.jobs,
+            "batches": stats.batches,
+            "largest_batch": stats.largest_batch,
+        }
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> Any:
+        _check_model(body.model, served_name)
+        turns = [{"role": m.role, "content": m.text()} for m in body.messages]
+        prompt_ids = render_prompt(teacher.tokenizer, turns)
+        return await _complete(body, prompt_ids, chat=True)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> Any:
+        _check_model(body.model, served_name)
+        prompt = body.prompt
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            prompt_ids = list(prompt)
+        elif isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise APIError(400, "prompt: send one prompt per request", "prompt")
+            prompt_ids = teacher.tokenizer(prompt[0], add_special_tokens=False)["input_ids"]
+        else:
+            prompt_ids = teacher.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return await _complete(body, prompt_ids, chat=False)
+
+    async def _complete(body: Any, prompt_ids: list[int], chat: bool) -> Any:
+        if not prompt_ids:
+            raise APIError(400, "prompt is empty", "prompt")
+        limit = teacher.max_positions
+        max_tokens = body.completion_limit() or DEFAULT_MAX_TOKENS
+        if limit and len(prompt_ids) + max_tokens > limit:
+            raise APIError(
+                400,
+                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds "
+                f"the model's {limit} positions",
+                "max_tokens",
+            )
+        top_k = body.logprobs_k()
+        if body.stream and (top_k is not None or body.prompt_logprobs is not None):
+            raise APIError(
+                400, "logprobs with stream are not supported; send stream=false", "stream"
+            )
+        jobs = [
+            Job(
+                prompt_ids,
+                max_tokens,
+                body.temperature,
+                body.top_p,
+                body.seed or 0,
+                top_k or 0,
+                body.stops(),
+            )
+            for _ in range(body.n)
+        ]
+        request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        if body.stream:
+            return StreamingResponse(
+                _stream(jobs, request_id, chat), media_type="text/event-stream"
+            )
+        outputs = await asyncio.gather(*(engine.generate(j) for j in jobs))
+        prompt_scores = None
+        if body.prompt_logprobs is not None:
+            prompt_scores = _prompt_logprobs(
+                prompt_ids,
+                tokens,
+                (await engine.score([prompt_ids], body.prompt_logprobs))[0],
+                body.return_tokens_as_token_ids,
+            )
+        as_id = body.return_tokens_as_token_ids
+        choices = []
+        for index, out in enumerate(outputs):
+            text = teacher.tokenizer.decode(out.completion_ids, skip_special_tokens=True)
+            choice: dict[str, Any] = {"index": index, "finish_reason": out.finish_reason}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+                choice["logprobs"] = (
+                    None if top_k is None else {"content": _chat_logprobs(out, tokens, as_id)}
+                )
+            else:
+                choice["text"] = text
+                choice["logprobs"] = (
+                    None if top_k is None else _completion_logprobs(out, tokens, as_id)
+                )
+            if prompt_scores is not None:
+                choice["prompt_logprobs"] = prompt_scores
+            choices.append(choice)
+        completion_tokens = sum(len(o.completion_ids) for o in outputs)
+        return {
+            "id": request_id,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": served_name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": len(prompt_ids),
+                "completion_tokens": completion_tokens,
+                "total_tokens": len(prompt_ids) + completion_tokens,
+            },
+        }
+
+    async def _stream(jobs: list[Job], request_id: str, chat: bool) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[int, int | Generation]] = asyncio.Queue()
+        for index, job in enumerate(jobs):
+            job.on_token = lambda token, i=index: loop.call_soon_threadsafe(
+                events.put_nowait, (i, token)
+            )
+
+        async def finish(index: int, job: Job) -> None:
+            events.put_nowait((index, await engine.generate(job)))
+
+        tasks = [asyncio.create_task(finish(i, j)) for i, j in enumerate(jobs)]
+        created = int(time.time())
+        kind = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(index: int, text: str | None, finish_reason: str | None) -> str:
+            if chat:
+                delta = {} if text is None else {"content": text}
+                if text == "" and finish_reason is None:
+                    delta = {"role": "assistant", "content": ""}
+                choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+            else:
+                choice = {"index": index, "text": text or "", "finish_reason": finish_reason}
+            body = {
+                "id": request_id,
+                "object": kind,
+                "created": created,
+                "model": served_name,
+                "choices": [choice],
+            }
+            return f"data: {json.dumps(body)}\n\n"
+
+        for index in range(len(jobs)):
+            yield chunk(index, "", None)
+        streamed = [[] for _ in jobs]  # token ids seen so far, per choice
+        sent = [0] * len(jobs)  # characters of text already sent, per choice
+        done = 0
+        while done < len(jobs):
+            index, item = await events.get()
+            if isinstance(item, Generation):  # the job finished: send what is left, then end
+                text = teacher.tokenizer.decode(item.completion_ids, skip_special_tokens=True)
+                if text[sent[index] :]:
+                    yield chunk(index, text[sent[index] :], None)
+                yield chunk(index, None, item.finish_reason)
+                done += 1
+                continue
+            job = jobs[index]
+            streamed[index].append(item)
+            if len(streamed[index]) > job.max_tokens or (
+                job.stops and stop_cut(teacher.tokenizer, streamed[index], job.stops) is not None
+            ):
+                continue  # past this job's end: the final result trims it
+            text = teacher.tokenizer.decode(streamed[index], skip_special_tokens=True)
+            # Hold back text that may still become a stop string, and partial UTF-8.
+            hold = max((len(s) - 1 for s in job.stops), default=0)
+            ready = len(text) - hold
+            if text.endswith("\ufffd"):
+                ready = min(ready, len(text) - 1)
+            if ready > sent[index]:
+                yield chunk(index, text[sent[index] : ready], None)
+                sent[index] = ready
+        await asyncio.gather(*tasks)
+        yield "data: [DONE]\n\n"
+
+    return app
+
+
+def _check_model(requested: str, served_name: str) -> None:
+    if requested != served_name:
+        raise APIError(
+            404, f"model '{requested}' not found; this server serves '{served_name}'", "model"
+        )
+
+
+def _error(status: int, message: str, param: str | None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"message": message, "type": kind, "param": param, "code": None}},
+    )
+
+
+def _chat_logprobs(out: Generation, tokens: TokenText, as_id: bool) -> list[dict[str, Any]]:
+    content = []
+    for position, token_id in enumerate(out.completion_ids):
+        text, raw = tokens(token_id, as_id)
+        top = []
+        for alt_id, alt_logprob in zip(
+            out.topk_ids[position] if out.topk_ids else [],
+            out.topk_logprobs[position] if out.topk_logprobs else [],
+            strict=True,
+        ):
+            alt_text, alt_raw = tokens(alt_id, as_id)
+            top.append({"token": alt_text, "logprob": alt_logprob, "bytes": alt_raw})
+        content.append(
+            {
+                "token": text,
+                "logprob": out.token_logprobs[position],
+                "bytes": raw,
+                "top_logprobs": top,
+            }
+        )
+    return content
+
+
+def _completion_logprobs(out: Generation, tokens: TokenText, as_id: bool) -> dict[str, Any]:
+    texts, offsets, top, offset = [], [], [], 0
+    for position, token_id in enumerate(out.completion_ids):
+        text, _ = tokens(token_id, as_id)
+        texts.append(text)
+        offsets.append(offset)
+        offset += len(text)
+        top.append(
+            {
+                tokens(alt, as_id)[0]: lp
+                for alt, lp in zip(
+                    out.topk_ids[position] if out.topk_ids else [],
+                    out.topk_logprobs[position] if out.topk_logprobs else [],
+                    strict=True,
+                )
+            }
+        )
+    return {
+        "tokens": texts,
+        "token_logprobs": out.token_logprobs,
+        "top_logprobs": top,
+        "text_offset": offsets,
+    }
+
+
+def _prompt_logprobs(
+    prompt_ids: list[int], tokens: TokenText, scored: Any, as_id: bool
+) -> list[Any]:
+    """vLLM's shape: None for the first token, then {token_id: {logprob, rank, decoded_token}}
+    holding the actual token and the top-k."""
+    result: list[Any] = [None]
+    for position, actual in enumerate(prompt_ids[1:]):
+        entry = {
+            str(actual): {
+                "logprob": scored.token_logprobs[position],
+                "rank": scored.ranks[position],
+                "decoded_token": tokens(actual, as_id)[0],
+            },
+        }
+        for rank, (alt, lp) in enumerate(
+            zip(scored.topk_ids[position], scored.topk_logprobs[position], strict=True), start=1
+        ):
+            decoded = tokens(alt, as_id)[0]
+            entry.setdefault(str(alt), {"logprob": lp, "rank": rank, "decoded_token": decoded})
+        result.append(entry)
+    return result
