@@ -63,7 +63,7 @@ class DistillConfig(_Strict):
     fused: bool = Field(
         True, description="online: compute KD from hidden states in chunks (no full logits)."
     )
-    chunk_size: int = Field(1024, ge=1, description="Tokens per chunk of the fused path.")
+    chunk_size: int = Field(256, ge=1, description="Tokens per chunk of the fused path.")
     kd_weight: float = Field(1.0, ge=0.0, description="Weight of the distillation term.")
     ce_weight: float | None = Field(
         None, ge=0.0, description="Weight of cross-entropy on teacher tokens (default: see above)."

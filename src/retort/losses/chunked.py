@@ -15,7 +15,7 @@ def chunked_cross_entropy(
     targets: torch.Tensor,
     *,
     ignore_index: int = -100,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
 ) -> torch.Tensor:
     """Summed cross-entropy of ``hidden @ head_weight.T`` against ``targets``.
 

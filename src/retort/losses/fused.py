@@ -30,7 +30,7 @@ def fused_divergence(
     alpha: float = 0.1,
     mask: torch.Tensor | None = None,
     reduction: str = "mean",
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
 ) -> torch.Tensor:
     """``divergence(student_hidden @ Ws.T, teacher_hidden @ Wt.T, ...)``, chunked over tokens.
 
