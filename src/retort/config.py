@@ -40,6 +40,35 @@ class GenerateConfig(_Strict):
     batch_size: int = Field(8, ge=1, description="Prompts generated together.")
     seed: int = Field(0, description="Sampling seed (seeds each batch).")
     rows_per_shard: int = Field(64, ge=1, description="Rows per Parquet shard written.")
+    shard: str | None = Field(
+        None, pattern=r"^\d+/\d+$", description="i/n: this process takes shard i of n."
+    )
+    # HTTP teachers (teacher is an http(s)://.../v1 URL)
+    teacher_model: str | None = Field(None, description="Model name on the server.")
+    tokenizer: str | None = Field(
+        None, description="The teacher's tokenizer (spec); default: teacher_model as a spec."
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable of the key.")
+    endpoint: Literal["completions", "chat"] = Field(
+        "completions", description="completions: token ids, exact; chat: server renders."
+    )
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    rpm: int | None = Field(None, ge=1, description="Client-side requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Client-side tokens per minute.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per request.")
+    max_retries: int = Field(5, ge=0, description="Retries of a retryable failure.")
+    max_teacher_tokens: int | None = Field(None, ge=1, description="Stop after this many.")
+    price_per_1k_in: float = Field(0.0, ge=0.0)
+    price_per_1k_out: float = Field(0.0, ge=0.0)
+    max_cost: float | None = Field(None, gt=0.0, description="Stop once this is spent.")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> GenerateConfig:
+        if self.shard:
+            index, count = (int(p) for p in self.shard.split("/"))
+            if not 0 <= index < count:
+                raise ValueError(f"shard: {self.shard} needs 0 <= i < n, e.g. 0/4")
+        return self
 
 
 class DistillConfig(_Strict):

@@ -100,3 +100,36 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     assert after["top1_agreement"] > before["top1_agreement"]
     assert after["kl"] < before["kl"]
     assert set(summary["stages_s"]) == {"load teacher", "generate", "distill", "eval"}
+
+
+def test_http_capture_from_retort_serve_equals_local_capture(teacher, tmp_path):
+    """The real embedded teacher behind `retort serve`, captured over HTTP, at temperature 0:
+    the same ids as the in-process capture and logprobs within 1e-4."""
+    from retort.serve.app import create_app
+    from tests.servers import serve_app
+
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"id": "fr", "prompt": "What is the capital of France?"},
+            {"id": "tea", "prompt": "Write one sentence about tea."},
+            {"id": "sum", "prompt": "What is 7 + 5?"},
+        ],
+    )
+    common = {"prompts": prompts, "max_new_tokens": 12, "top_k": 5}
+    local = generate(
+        GenerateConfig(teacher=ALIAS, out=tmp_path / "local", batch_size=1, **common),
+        teacher=teacher,
+    )
+    with serve_app(create_app(teacher, ALIAS, max_batch=1)) as url:
+        served = generate(
+            GenerateConfig(teacher=url, teacher_model=ALIAS, out=tmp_path / "http", **common)
+        )
+    assert served.written == 3 and not served.failures
+    by_id = {r["id"]: r for r in local.store.rows()}
+    for row in served.store.rows():
+        twin = by_id[row["id"]]
+        assert row["completion_token_ids"] == twin["completion_token_ids"]
+        assert row["topk_ids"] == twin["topk_ids"]
+        for got, want in zip(row["topk_logprobs"], twin["topk_logprobs"], strict=True):
+            assert got == pytest.approx(want, abs=1e-4)

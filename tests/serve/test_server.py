@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from retort.serve.app import create_app
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Sampling
 
@@ -24,22 +20,8 @@ def teacher(tiny_model_dir) -> LocalTeacher:
 
 
 @pytest.fixture(scope="module")
-def server(teacher):
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(teacher, NAME, max_batch=8, wait_ms=50)
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    instance.should_exit = True
-    thread.join(timeout=10)
+def server(tiny_server):
+    return tiny_server
 
 
 @pytest.fixture

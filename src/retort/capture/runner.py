@@ -8,21 +8,27 @@ writes the rows already generated before it re-raises.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from retort.capture import http_capture
+from retort.capture.http_capture import HTTPSettings
 from retort.capture.prompts import PromptRecord, load_prompts
 from retort.capture.store import CODEC, Store
 from retort.config import GenerateConfig
-from retort.errors import InputError, TeacherError
+from retort.errors import ConfigError, InputError, RetortError, TeacherError
+from retort.models.loading import load_tokenizer, resolve
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
 from retort.teachers.chat import chat_messages, render_prompt
+from retort.teachers.http import HTTPTeacher
 from retort.teachers.local import LocalTeacher
-from retort.teachers.protocol import Sampling, Teacher
+from retort.teachers.protocol import Generation, Sampling, Teacher
 
 
 @dataclass
@@ -34,6 +40,10 @@ class GenerateResult:
     skipped: int  # rows that were already in the store
     failures: list[dict[str, Any]]
     seconds: float
+    retries: int = 0  # HTTP: requests tried again after a retryable failure
+    not_attempted: int = 0  # HTTP: prompts left for the next run by the budget
+    teacher_tokens: int = 0  # HTTP: prompt + completion tokens the server reported
+    cost: float = 0.0
 
 
 def sampling_of(config: GenerateConfig) -> Sampling:
@@ -69,46 +79,71 @@ def generate(
     progress = progress or Silent()
     sampling = sampling_of(config)
     records = load_prompts(config.prompts, sampling.as_dict())  # before any teacher work
+    if config.shard:
+        records = select_shard(records, config.shard)
     if teacher is None:
-        teacher = LocalTeacher.load(config.teacher)
+        teacher = load_teacher(config)
     if config.top_k > teacher.capabilities.max_top_k:
         raise TeacherError(
             f"--top-k {config.top_k}: this teacher returns at most "
             f"{teacher.capabilities.max_top_k} logprobs per position"
         )
     # Every prompt is rendered before the store is touched: a template error is an input error.
-    rendered = [(r, _render(teacher, r)) for r in records]
+    rendered = [(r, *_render(teacher, r)) for r in records]
     store = Store.create_or_resume(config.out, fingerprint(teacher, sampling, config.top_k))
     done = store.done_ids()
-    todo = [(r, ids) for r, ids in rendered if r.id not in done]
+    todo = [item for item in rendered if item[0].id not in done]
     started = time.perf_counter()
-    failures: list[dict[str, Any]] = []
+    result = GenerateResult(store, 0, len(records) - len(todo), [], 0.0)
+    progress.start("generate", total=len(todo), unit="prompts")
+    try:
+        if isinstance(teacher, HTTPTeacher):
+            _capture_http(config, teacher, todo, sampling, store, result, progress)
+        else:
+            _capture_local(config, teacher, todo, sampling, store, result, progress)
+    finally:
+        # Interrupted or not, failures are recorded; ids attempted again replace old entries.
+        attempted = {record.id for record, *_ in todo}
+        kept = [f for f in store.manifest.get("failures", []) if f["id"] not in attempted]
+        store.record_failures(kept + result.failures)
+        result.seconds = time.perf_counter() - started
+        progress.finish()
+    return result
+
+
+def _capture_local(
+    config: GenerateConfig,
+    teacher: Teacher,
+    todo: list[tuple[PromptRecord, list[int], list[dict[str, Any]]]],
+    sampling: Sampling,
+    store: Store,
+    result: GenerateResult,
+    progress: Progress,
+) -> None:
+    """Batched in-process generation, length-sorted, a shard every ``rows_per_shard`` rows."""
     pending: list[dict[str, Any]] = []
-    written = 0
 
     def flush() -> None:
-        nonlocal written
         if pending:
             # Taken off the list before writing: a Ctrl-C during append must not make the
             # finally-flush write the same rows again.
             rows = pending[:]
             pending.clear()
             store.append(rows)
-            written += len(rows)
+            result.written += len(rows)
 
     limit = getattr(teacher, "max_positions", None)
     runnable = []
-    for record, ids in todo:
+    for record, ids, _ in todo:
         if limit and len(ids) + config.max_new_tokens > limit:
             reason = (
                 f"prompt is {len(ids)} tokens; with max_new_tokens the teacher's {limit} overflow"
             )
-            failures.append({"id": record.id, "reason": reason, "attempts": 1})
+            result.failures.append({"id": record.id, "reason": reason, "attempts": 1})
+            progress.advance(1)
         else:
             runnable.append((record, ids))
     runnable.sort(key=lambda pair: len(pair[1]))  # similar lengths batch with less padding
-
-    progress.start("generate", total=len(runnable), unit="prompts")
     try:
         for start in range(0, len(runnable), config.batch_size):
             batch = runnable[start : start + config.batch_size]
@@ -116,38 +151,110 @@ def generate(
             outputs = teacher.generate([ids for _, ids in batch], sampling, config.top_k)
             latency = (time.perf_counter() - tick) * 1000 / len(batch)
             for (record, ids), out in zip(batch, outputs, strict=True):
-                pending.append(_row(record, ids, out, teacher, latency))
+                pending.append(_row(record, ids, out, teacher.tokenizer, latency))
             if len(pending) >= config.rows_per_shard:
                 flush()
             new_tokens = sum(len(o.completion_ids) for o in outputs)
             progress.advance(len(batch), tokens=new_tokens)
     finally:
-        # Interrupted or not, what was generated is kept.
-        flush()
-        store.record_failures(failures)
-        progress.finish()
-    return GenerateResult(
-        store, written, len(records) - len(todo), failures, time.perf_counter() - started
+        flush()  # interrupted or not, what was generated is kept
+
+
+def _capture_http(
+    config: GenerateConfig,
+    teacher: HTTPTeacher,
+    todo: list[tuple[PromptRecord, list[int], list[dict[str, Any]]]],
+    sampling: Sampling,
+    store: Store,
+    result: GenerateResult,
+    progress: Progress,
+) -> None:
+    settings = HTTPSettings(
+        concurrency=config.concurrency,
+        rpm=config.rpm,
+        tpm=config.tpm,
+        max_retries=config.max_retries,
+        max_teacher_tokens=config.max_teacher_tokens,
+        price_per_1k_in=config.price_per_1k_in,
+        price_per_1k_out=config.price_per_1k_out,
+        max_cost=config.max_cost,
+    )
+
+    def make_row(record: PromptRecord, prompt_ids: list[int], out: Generation) -> dict:
+        return _row(record, prompt_ids, out, teacher.tokenizer, 0.0)
+
+    outcome = asyncio.run(
+        http_capture.capture(
+            teacher,
+            todo,
+            sampling,
+            config.top_k,
+            store,
+            settings,
+            make_row,
+            config.rows_per_shard,
+            progress,
+        )
+    )
+    result.written += outcome.written
+    result.failures += outcome.failures
+    result.retries = outcome.retries
+    result.not_attempted = outcome.not_attempted
+    result.teacher_tokens = outcome.prompt_tokens + outcome.completion_tokens
+    result.cost = outcome.cost(settings)
+
+
+def select_shard(records: list[PromptRecord], shard: str) -> list[PromptRecord]:
+    """Records of shard ``i/n``: those whose id hashes to i mod n (stable across runs)."""
+    index, count = (int(part) for part in shard.split("/"))
+    return [
+        r
+        for r in records
+        if int(hashlib.sha256((r.id or "").encode()).hexdigest()[:8], 16) % count == index
+    ]
+
+
+def load_teacher(config: GenerateConfig) -> Teacher:
+    """A local teacher, or an HTTP one when ``config.teacher`` is an http(s) URL."""
+    if not config.teacher.startswith(("http://", "https://")):
+        return LocalTeacher.load(config.teacher)
+    if not config.teacher_model:
+        raise ConfigError(f"--teacher {config.teacher}: name the served model with --teacher-model")
+    tokenizer_spec = config.tokenizer or config.teacher_model
+    try:
+        tokenizer = load_tokenizer(resolve(tokenizer_spec))
+    except RetortError as exc:
+        raise ConfigError(
+            f"--tokenizer {tokenizer_spec}: {exc}; give the teacher's tokenizer (folder, hub id "
+            "or alias) with --tokenizer"
+        ) from None
+    return HTTPTeacher(
+        config.teacher,
+        config.teacher_model,
+        tokenizer,
+        api_key=os.environ.get(config.api_key_env),
+        endpoint=config.endpoint,
+        timeout=config.timeout,
     )
 
 
-def _render(teacher: Teacher, record: PromptRecord) -> list[int]:
+def _render(teacher: Teacher, record: PromptRecord) -> tuple[list[int], list[dict[str, Any]]]:
     turns = chat_messages(record.prompt, record.messages, record.system)
     try:
-        return render_prompt(teacher.tokenizer, turns)
+        return render_prompt(teacher.tokenizer, turns), turns
     except Exception as exc:  # jinja TemplateError and kin: the template refused these turns
         raise InputError(f"{record.where}: the chat template refused this record ({exc})") from None
 
 
 def _row(
-    record: PromptRecord, prompt_ids: list[int], out: Any, teacher: Teacher, latency_ms: float
+    record: PromptRecord, prompt_ids: list[int], out: Any, tokenizer: Any, latency_ms: float
 ) -> dict[str, Any]:
     return {
         "id": record.id,
         "prompt": record.canonical(),
         "system": record.system,
         "reference": record.reference,
-        "completion": teacher.tokenizer.decode(out.completion_ids, skip_special_tokens=True),
+        "completion": tokenizer.decode(out.completion_ids, skip_special_tokens=True),
         "finish_reason": out.finish_reason,
         "prompt_token_ids": prompt_ids,
         "completion_token_ids": out.completion_ids,

@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
 
 
 def generate(
-    teacher: Annotated[str, typer.Option(help="Teacher: alias, HF folder or hub id.")],
+    teacher: Annotated[
+        str, typer.Option(help="Teacher: alias, HF folder, hub id, or http(s)://HOST/v1 URL.")
+    ],
     prompts: Annotated[Path, typer.Option(help="Prompts file: .jsonl, .parquet or .csv.")],
     out: Annotated[Path, typer.Option(help="Store folder (created, or resumed if it exists).")],
     top_k: Annotated[int, typer.Option(help="Teacher logprobs kept per position (0: none).")] = 20,
@@ -24,11 +26,44 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard written.")] = 64,
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: take shard i of n (n processes fill one store).")
+    ] = None,
+    teacher_model: Annotated[
+        str | None, typer.Option(help="HTTP teacher: the model name on the server.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="HTTP teacher: its tokenizer (folder, hub id or alias).")
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="HTTP teacher: environment variable holding the API key.")
+    ] = "OPENAI_API_KEY",
+    endpoint: Annotated[
+        str, typer.Option(help="HTTP teacher: completions (token ids, exact) or chat.")
+    ] = "completions",
+    concurrency: Annotated[int, typer.Option(help="HTTP: requests in flight.")] = 8,
+    rpm: Annotated[int | None, typer.Option(help="HTTP: requests per minute, at most.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="HTTP: tokens per minute, at most.")] = None,
+    timeout: Annotated[float, typer.Option(help="HTTP: seconds per request.")] = 120.0,
+    max_retries: Annotated[int, typer.Option(help="HTTP: retries per request.")] = 5,
+    max_teacher_tokens: Annotated[
+        int | None, typer.Option(help="HTTP: stop (cleanly, resumable) after this many tokens.")
+    ] = None,
+    price_per_1k_in: Annotated[float, typer.Option(help="HTTP: price per 1k prompt tokens.")] = 0.0,
+    price_per_1k_out: Annotated[
+        float, typer.Option(help="HTTP: price per 1k completion tokens.")
+    ] = 0.0,
+    max_cost: Annotated[
+        float | None, typer.Option(help="HTTP: stop once this is spent (same currency).")
+    ] = None,
 ) -> None:
     """Run prompts through a teacher; store completions, token ids and top-k logprobs.
 
-    Resumable: run the same command again and only missing prompts are generated. A store
-    made with other settings (teacher, tokenizer, sampling, top-k) is refused.
+    Resumable: run the same command again and only missing prompts (and recorded failures)
+    are generated. A store made with other settings (teacher, tokenizer, sampling, top-k) is
+    refused. With an http(s) teacher, requests run concurrently under client-side rate limits
+    and retries; every prompt ends as a row or as a failure recorded in the manifest.
     """
     from retort.capture.runner import generate as run
     from retort.config import GenerateConfig, build
@@ -45,6 +80,21 @@ def generate(
             "top_p": top_p,
             "batch_size": batch_size,
             "seed": seed,
+            "rows_per_shard": rows_per_shard,
+            "shard": shard,
+            "teacher_model": teacher_model,
+            "tokenizer": tokenizer,
+            "api_key_env": api_key_env,
+            "endpoint": endpoint,
+            "concurrency": concurrency,
+            "rpm": rpm,
+            "tpm": tpm,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "max_teacher_tokens": max_teacher_tokens,
+            "price_per_1k_in": price_per_1k_in,
+            "price_per_1k_out": price_per_1k_out,
+            "max_cost": max_cost,
         },
         "retort generate",
     )
@@ -56,5 +106,10 @@ def generate(
         f"{counts['completion_tokens']} completion tokens in the store "
         f"({result.seconds:.1f} s)"
     )
+    if result.retries or result.teacher_tokens:
+        err.print(
+            f"  HTTP: {result.retries} retries, {result.teacher_tokens} teacher tokens, "
+            f"cost {result.cost:.4f}, {result.not_attempted} prompts left by the budget"
+        )
     for failure in result.failures[:5]:
         err.print(f"  failed {failure['id']}: {failure['reason']}")

@@ -1,0 +1,144 @@
+"""Capture from an HTTP teacher: bounded concurrency, client-side rate limits, retries with
+backoff that honour the server's advice, a token/cost budget, and every prompt ending as a row
+or as a recorded failure.
+
+Rate limits use the ``limits`` library (moving windows over requests and tokens per minute).
+A retry waits what the server said (``retry-after-ms``, ``Retry-After``) or an exponential
+backoff with jitter; ``x-should-retry`` overrides the status-based decision. The budget stops
+new requests once spent; prompts not attempted stay missing and the next run takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from retort.capture.store import Store
+from retort.progress import Progress
+from retort.teachers.http import HTTPTeacher, RequestFailed
+from retort.teachers.protocol import Sampling
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 60.0
+
+
+@dataclass
+class HTTPSettings:
+    """Client-side limits of one capture."""
+
+    concurrency: int = 8
+    rpm: int | None = None
+    tpm: int | None = None
+    max_retries: int = 5
+    max_teacher_tokens: int | None = None
+    price_per_1k_in: float = 0.0
+    price_per_1k_out: float = 0.0
+    max_cost: float | None = None
+
+
+@dataclass
+class HTTPOutcome:
+    """What the capture did: rows go to the store as it runs; the rest is accounted here."""
+
+    written: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    not_attempted: int = 0  # left for the next run by the budget
+
+    def cost(self, settings: HTTPSettings) -> float:
+        return (
+            self.prompt_tokens * settings.price_per_1k_in
+            + self.completion_tokens * settings.price_per_1k_out
+        ) / 1000
+
+
+async def capture(
+    teacher: HTTPTeacher,
+    work: list[tuple[Any, list[int], list[dict[str, Any]]]],
+    sampling: Sampling,
+    top_k: int,
+    store: Store,
+    settings: HTTPSettings,
+    make_row: Any,
+    rows_per_shard: int,
+    progress: Progress,
+) -> HTTPOutcome:
+    """Run ``work`` (record, prompt ids, chat turns) through the teacher into ``store``."""
+    outcome = HTTPOutcome()
+    pending: list[dict[str, Any]] = []
+    limiter = MovingWindowRateLimiter(MemoryStorage())
+    per_request = RateLimitItemPerMinute(settings.rpm) if settings.rpm else None
+    per_token = RateLimitItemPerMinute(settings.tpm) if settings.tpm else None
+    gate = asyncio.Semaphore(settings.concurrency)
+
+    def flush() -> None:
+        if pending:
+            rows = pending[:]
+            pending.clear()
+            store.append(rows)
+            outcome.written += len(rows)
+
+    def spent() -> bool:
+        used = outcome.prompt_tokens + outcome.completion_tokens
+        if settings.max_teacher_tokens is not None and used >= settings.max_teacher_tokens:
+            return True
+        return settings.max_cost is not None and outcome.cost(settings) >= settings.max_cost
+
+    async def wait_for_limits(cost: int) -> None:
+        for item, amount in ((per_request, 1), (per_token, cost)):
+            if item is None:
+                continue
+            while not await limiter.hit(item, "teacher", cost=min(amount, item.amount)):
+                stats = await limiter.get_window_stats(item, "teacher")
+                delay = max(stats.reset_time - asyncio.get_running_loop().time(), 0.05)
+                await asyncio.sleep(min(delay, 1.0))
+
+    async def one(client: Any, record: Any, prompt_ids: list[int], turns: list[Any]) -> None:
+        async with gate:
+            if spent():
+                outcome.not_attempted += 1
+                return
+            body = teacher.request_body(prompt_ids, turns, sampling, top_k)
+            attempts = 0
+            while True:
+                attempts += 1
+                await wait_for_limits(len(prompt_ids) + sampling.max_new_tokens)
+                try:
+                    reply = await teacher.complete(client, body)
+                    break
+                except RequestFailed as failure:
+                    if not failure.retryable or attempts > settings.max_retries:
+                        outcome.failures.append(
+                            {"id": record.id, "reason": failure.reason, "attempts": attempts}
+                        )
+                        progress.advance(1)
+                        return
+                    outcome.retries += 1
+                    backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
+                    await asyncio.sleep(failure.retry_after or backoff * random.uniform(0.5, 1))
+            outcome.prompt_tokens += reply.prompt_tokens or len(prompt_ids)
+            outcome.completion_tokens += reply.completion_tokens
+            if reply.unmapped:
+                reason = f"{reply.unmapped} returned tokens have no id in the declared tokenizer"
+                outcome.failures.append({"id": record.id, "reason": reason, "attempts": attempts})
+            else:
+                pending.append(make_row(record, prompt_ids, reply.generation))
+                if len(pending) >= rows_per_shard:
+                    flush()
+            progress.advance(1, tokens=reply.completion_tokens)
+
+    try:
+        async with teacher.client(settings.concurrency) as client:
+            await teacher.probe(client, top_k)
+            await asyncio.gather(*(one(client, *item) for item in work))
+    finally:
+        flush()  # interrupted or not, every finished row is kept
+    return outcome

@@ -1,0 +1,267 @@
+"""A teacher behind an OpenAI-compatible HTTP API (OpenAI, vLLM, SGLang, ``retort serve``).
+
+Prompts are rendered locally with the declared tokenizer's chat template and sent as token ids
+to ``/v1/completions`` (``endpoint="completions"``: exact, what vLLM and ``retort serve``
+accept), or sent as messages to ``/v1/chat/completions`` (``endpoint="chat"``: any OpenAI-style
+server, which renders them itself). Returned tokens are mapped back to the declared tokenizer's
+ids: exactly through vLLM's ``return_tokens_as_token_ids`` when the server honours it, else
+through each token's bytes; a position that maps to no id is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from retort.errors import TeacherError
+from retort.serve.tokens import TokenText
+from retort.teachers.protocol import Capabilities, Generation, Sampling
+
+
+class RequestFailed(Exception):
+    """One request failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, reason: str, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.retryable, self.retry_after = reason, retryable, retry_after
+
+
+@dataclass
+class HTTPReply:
+    """One parsed completion and what it cost."""
+
+    generation: Generation
+    prompt_tokens: int
+    completion_tokens: int
+    unmapped: int  # positions whose token could not be mapped to an id
+
+
+class HTTPTeacher:
+    """Talks to one model on an OpenAI-compatible server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        tokenizer: Any,
+        *,
+        api_key: str | None = None,
+        endpoint: str = "completions",
+        timeout: float = 120.0,
+        source_spec: str | None = None,
+    ) -> None:
+        if endpoint not in {"completions", "chat"}:
+            raise TeacherError(f"--endpoint {endpoint}: use completions or chat")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.tokens = TokenText(tokenizer)
+        # OpenAI caps top_logprobs at 20, vLLM at its --max-logprobs; the probe asks the
+        # server itself before any work, so the declared cap here is only a sanity bound.
+        self.capabilities = Capabilities(generate=True, score=False, logits=False, max_top_k=1000)
+        self.token_ids_supported = False
+        self.revision: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": f"{self.base_url}#{self.model}", "served_revision": self.revision}
+
+    def client(self, concurrency: int = 8) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout, limits=limits
+        )
+
+    async def probe(self, client: httpx.AsyncClient, top_k: int) -> None:
+        """Say before any work what the server cannot do: unknown model, no logprobs, k too
+        large. Also learns whether tokens can come back as ids."""
+        try:
+            listed = await client.get("/models")
+        except httpx.HTTPError as exc:
+            raise TeacherError(f"{self.base_url}: cannot reach the server ({exc})") from None
+        if listed.status_code in (401, 403):
+            raise TeacherError(f"{self.base_url}: refused the API key ({listed.status_code})")
+        names = [m.get("id") for m in _json(listed).get("data", [])] if listed.is_success else []
+        if names and self.model not in names:
+            raise TeacherError(
+                f"--teacher-model {self.model}: the server serves {', '.join(names)}"
+            )
+        for entry in _json(listed).get("data", []) if listed.is_success else []:
+            if entry.get("id") == self.model:
+                self.revision = entry.get("root") or entry.get("revision")
+        prompt_ids = self.tokenizer("Hi", add_special_tokens=False)["input_ids"]
+        body = self.request_body(
+            prompt_ids, [{"role": "user", "content": "Hi"}], Sampling(1), top_k
+        )
+        try:
+            reply = await self.complete(client, body)
+        except RequestFailed as exc:
+            if exc.retryable:
+                return  # a busy server says nothing about what it can do
+            raise TeacherError(f"{self.base_url}: the probe request failed: {exc.reason}") from None
+        if top_k and not reply.generation.topk_ids:
+            raise TeacherError(
+                f"{self.base_url}: returns no logprobs for {self.model}; use --top-k 0"
+            )
+        if top_k and reply.generation.topk_ids and len(reply.generation.topk_ids[0]) < top_k:
+            raise TeacherError(
+                f"--top-k {top_k}: the server returns only {len(reply.generation.topk_ids[0])} "
+                "logprobs per position (vLLM: raise --max-logprobs)"
+            )
+
+    def request_body(
+        self, prompt_ids: list[int], turns: list[dict[str, Any]], sampling: Sampling, top_k: int
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "return_tokens_as_token_ids": True,  # vLLM / retort serve; others ignore it
+        }
+        if self.endpoint == "completions":
+            body["prompt"] = prompt_ids
+            body["logprobs"] = top_k if top_k else None
+        else:
+            body["messages"] = turns
+            if top_k:
+                body["logprobs"] = True
+                body["top_logprobs"] = top_k
+        return body
+
+    async def complete(self, client: httpx.AsyncClient, body: dict[str, Any]) -> HTTPReply:
+        """One request; raises ``RequestFailed`` with what went wrong and whether to retry."""
+        path = "/completions" if self.endpoint == "completions" else "/chat/completions"
+        try:
+            response = await client.post(path, json=body)
+        except httpx.TimeoutException:
+            raise RequestFailed("timed out", retryable=True) from None
+        except httpx.HTTPError as exc:  # connection refused / reset, broken body
+            raise RequestFailed(f"connection error: {type(exc).__name__}", True) from None
+        if response.status_code != 200:
+            raise _status_failure(response)
+        payload = _json(response)
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not choices:
+            raise RequestFailed("200 with no choices", retryable=True)
+        want_logprobs = bool(body.get("logprobs"))
+        try:
+            return self._parse(payload, choices[0], want_logprobs, body)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RequestFailed(f"malformed response ({exc})", retryable=True) from None
+
+    def _parse(
+        self,
+        payload: dict[str, Any],
+        choice: dict[str, Any],
+        want_logprobs: bool,
+        body: dict[str, Any],
+    ) -> HTTPReply:
+        logprobs = choice.get("logprobs")
+        if want_logprobs and not logprobs:
+            raise RequestFailed("logprobs missing from the response", retryable=True)
+        if self.endpoint == "chat":
+            text = choice["message"]["content"] or ""
+            entries = (logprobs or {}).get("content") or []
+            tokens = [e["token"] for e in entries]
+            token_bytes = [e.get("bytes") for e in entries]
+            token_lps = [e["logprob"] for e in entries]
+            tops = [
+                [(t["token"], t.get("bytes"), t["logprob"]) for t in e.get("top_logprobs", [])]
+                for e in entries
+            ]
+        else:
+            text = choice["text"]
+            tokens = list((logprobs or {}).get("tokens") or [])
+            token_bytes = [None] * len(tokens)
+            token_lps = list((logprobs or {}).get("token_logprobs") or [])
+            tops = [
+                [(t, None, lp) for t, lp in (top or {}).items()]
+                for top in (logprobs or {}).get("top_logprobs") or []
+            ]
+        unmapped = 0
+        if tokens:
+            ids = [self.token_id(t, b) for t, b in zip(tokens, token_bytes, strict=True)]
+        else:  # text only: the declared tokenizer's reading of the text
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        unmapped += sum(i is None for i in ids)
+        generation = Generation(
+            completion_ids=[i if i is not None else -1 for i in ids],
+            finish_reason=choice.get("finish_reason") or "stop",
+            token_logprobs=[float(lp) for lp in token_lps],
+        )
+        if want_logprobs:
+            k = body.get("top_logprobs") or body.get("logprobs")
+            for position in tops:
+                ranked = sorted(position, key=lambda t: -t[2])[:k]
+                mapped = [(self.token_id(t, b), lp) for t, b, lp in ranked]
+                unmapped += sum(i is None for i, _ in mapped)
+                generation.topk_ids.append([i if i is not None else -1 for i, _ in mapped])
+                generation.topk_logprobs.append([float(lp) for _, lp in mapped])
+        usage = payload.get("usage") or {}
+        return HTTPReply(
+            generation,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or len(ids)),
+            unmapped=unmapped,
+        )
+
+    def token_id(self, token: str, raw: list[int] | None) -> int | None:
+        """The declared tokenizer's id of a returned token, or None when it has none."""
+        if token.startswith("token_id:"):
+            self.token_ids_supported = True
+            return int(token.removeprefix("token_id:"))
+        table = _bytes_to_id(self.tokens)
+        key = bytes(raw) if raw is not None else token.encode()
+        return table.get(key)
+
+
+@functools.cache
+def _bytes_to_id(tokens: TokenText) -> dict[bytes, int]:
+    """Each vocabulary entry's bytes → its id (the lowest id where two share bytes)."""
+    table: dict[bytes, int] = {}
+    for token_id in sorted(tokens.tokenizer.get_vocab().values(), reverse=True):
+        table[bytes(tokens(token_id)[1])] = token_id
+    return table
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise RequestFailed("malformed JSON in the response", retryable=True) from None
+
+
+def _status_failure(response: httpx.Response) -> RequestFailed:
+    """Classify an HTTP error and read the server's retry advice."""
+    status = response.status_code
+    retry_after = _retry_after(response.headers)
+    should = response.headers.get("x-should-retry")
+    retryable = status in (408, 409, 429) or status >= 500
+    if should is not None:
+        retryable = should.lower() == "true"
+    try:
+        message = response.json().get("error", {}).get("message", "")
+    except (ValueError, AttributeError):
+        message = response.text[:200]
+    return RequestFailed(f"HTTP {status}: {message}".strip(": "), retryable, retry_after)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    if "retry-after-ms" in headers:
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            return None
+    if "retry-after" in headers:
+        try:
+            return float(headers["retry-after"])
+        except ValueError:
+            return None  # an HTTP date: fall back to our own backoff
+    return None
