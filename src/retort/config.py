@@ -33,6 +33,9 @@ class GenerateConfig(_Strict):
     teacher: str = Field(description="Model spec: local folder, hub id or alias.")
     prompts: Path = Field(description="Prompts file (JSONL, Parquet or CSV).")
     out: Path = Field(description="Store directory; created, or resumed when it exists.")
+    mode: Literal["generate", "score"] = Field(
+        "generate", description="generate: the teacher writes; score: it scores `completion`s."
+    )
     top_k: int = Field(20, ge=0, le=1000, description="Teacher logprobs kept per position.")
     max_new_tokens: int = Field(128, ge=1, description="Completion length cap.")
     temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding.")

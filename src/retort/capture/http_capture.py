@@ -70,8 +70,10 @@ async def capture(
     make_row: Any,
     rows_per_shard: int,
     progress: Progress,
+    score: bool = False,
 ) -> HTTPOutcome:
-    """Run ``work`` (record, prompt ids, chat turns) through the teacher into ``store``."""
+    """Run ``work`` (record, prompt ids, chat turns, completion ids) through the teacher into
+    ``store``; with ``score``, the teacher scores each given completion instead of writing one."""
     outcome = HTTPOutcome()
     pending: list[dict[str, Any]] = []
     limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -101,18 +103,25 @@ async def capture(
                 delay = max(stats.reset_time - asyncio.get_running_loop().time(), 0.05)
                 await asyncio.sleep(min(delay, 1.0))
 
-    async def one(client: Any, record: Any, prompt_ids: list[int], turns: list[Any]) -> None:
+    async def one(
+        client: Any, record: Any, prompt_ids: list[int], turns: list[Any], given: list[int]
+    ) -> None:
         async with gate:
             if spent():
                 outcome.not_attempted += 1
                 return
-            body = teacher.request_body(prompt_ids, turns, sampling, top_k)
+            if score:
+                body = teacher.score_body(prompt_ids + given, top_k)
+                score_from = len(prompt_ids)
+            else:
+                body = teacher.request_body(prompt_ids, turns, sampling, top_k)
+                score_from = None
             attempts = 0
             while True:
                 attempts += 1
                 await wait_for_limits(len(prompt_ids) + sampling.max_new_tokens)
                 try:
-                    reply = await teacher.complete(client, body)
+                    reply = await teacher.complete(client, body, score_from)
                     break
                 except RequestFailed as failure:
                     if not failure.retryable or attempts > settings.max_retries:
@@ -137,7 +146,7 @@ async def capture(
 
     try:
         async with teacher.client(settings.concurrency) as client:
-            await teacher.probe(client, top_k)
+            await (teacher.probe_score if score else teacher.probe)(client, top_k)
             await asyncio.gather(*(one(client, *item) for item in work))
     finally:
         flush()  # interrupted or not, every finished row is kept

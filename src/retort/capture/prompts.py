@@ -1,7 +1,8 @@
 """Prompt files: read, validate every record before any teacher call, and assign ids.
 
 A record has ``prompt`` (string) or ``messages`` (OpenAI chat list), and optionally ``id``,
-``system`` and ``reference`` (the expected answer, used by evaluation). JSONL, Parquet and CSV
+``system``, ``reference`` (the expected answer, used by evaluation) and ``completion`` (existing
+text for the teacher to score, in score mode). JSONL, Parquet and CSV
 files with those columns are read. Errors name the file and line (1-based; the header is line 1
 in a CSV) and the fix.
 """
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from retort.errors import InputError
 
-KNOWN_FIELDS = {"id", "prompt", "messages", "system", "reference"}
+KNOWN_FIELDS = {"id", "prompt", "messages", "system", "reference", "completion"}
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
 
@@ -30,6 +31,7 @@ class PromptRecord:
     system: str | None
     reference: str | None
     where: str
+    completion: str | None = None
 
     def canonical(self) -> str:
         """The prompt as one string: the text, or the chat turns as compact JSON."""
@@ -42,14 +44,17 @@ class PromptRecord:
         if self.id is not None:
             return self
         key = json.dumps(
-            {"prompt": self.canonical(), "system": self.system, "sampling": sampling},
+            {
+                "prompt": self.canonical(),
+                "system": self.system,
+                "sampling": sampling,
+                **({"completion": self.completion} if self.completion is not None else {}),
+            },
             sort_keys=True,
             ensure_ascii=False,
         )
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return PromptRecord(
-            digest, self.prompt, self.messages, self.system, self.reference, self.where
-        )
+        return replace(self, id=digest)
 
 
 def load_prompts(path: Path, sampling: dict[str, Any] | None = None) -> list[PromptRecord]:
@@ -136,10 +141,18 @@ def _validate(raw: Any, where: str) -> PromptRecord:
         if not isinstance(record_id, str | int) or not str(record_id).strip():
             raise InputError(f'{where}: "id" must be a non-empty string')
         record_id = str(record_id)
-    for key in ("system", "reference"):
+    for key in ("system", "reference", "completion"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise InputError(f'{where}: "{key}" must be a string')
-    return PromptRecord(record_id, prompt, messages, raw.get("system"), raw.get("reference"), where)
+    return PromptRecord(
+        record_id,
+        prompt,
+        messages,
+        raw.get("system"),
+        raw.get("reference"),
+        where,
+        raw.get("completion"),
+    )
 
 
 def _check_messages(messages: Any, where: str) -> None:

@@ -55,7 +55,9 @@ def sampling_of(config: GenerateConfig) -> Sampling:
     )
 
 
-def fingerprint(teacher: Teacher, sampling: Sampling, top_k: int) -> dict[str, Any]:
+def fingerprint(
+    teacher: Teacher, sampling: Sampling, top_k: int, mode: str = "generate"
+) -> dict[str, Any]:
     """Everything that makes two captures comparable; a store holds rows of one fingerprint."""
     identity = teacher.identity()
     return {
@@ -63,7 +65,7 @@ def fingerprint(teacher: Teacher, sampling: Sampling, top_k: int) -> dict[str, A
         "teacher_weights": json.dumps(identity, sort_keys=True) if identity else None,
         "tokenizer_sha256": tokenizer_hash(teacher.tokenizer),
         "chat_template_sha256": _sha256(teacher.tokenizer.chat_template or ""),
-        "mode": "generate",
+        "mode": mode,
         **sampling.as_dict(),
         "top_k": top_k,
         "codec": CODEC,
@@ -89,8 +91,10 @@ def generate(
             f"{teacher.capabilities.max_top_k} logprobs per position"
         )
     # Every prompt is rendered before the store is touched: a template error is an input error.
-    rendered = [(r, *_render(teacher, r)) for r in records]
-    store = Store.create_or_resume(config.out, fingerprint(teacher, sampling, config.top_k))
+    rendered = [(r, *_render(teacher, r), _given(teacher, r, config.mode)) for r in records]
+    store = Store.create_or_resume(
+        config.out, fingerprint(teacher, sampling, config.top_k, config.mode)
+    )
     done = store.done_ids()
     todo = [item for item in rendered if item[0].id not in done]
     started = time.perf_counter()
@@ -114,13 +118,14 @@ def generate(
 def _capture_local(
     config: GenerateConfig,
     teacher: Teacher,
-    todo: list[tuple[PromptRecord, list[int], list[dict[str, Any]]]],
+    todo: list[tuple[PromptRecord, list[int], list[dict[str, Any]], list[int]]],
     sampling: Sampling,
     store: Store,
     result: GenerateResult,
     progress: Progress,
 ) -> None:
-    """Batched in-process generation, length-sorted, a shard every ``rows_per_shard`` rows."""
+    """Batched in-process generation (or scoring), length-sorted, a shard every
+    ``rows_per_shard`` rows."""
     pending: list[dict[str, Any]] = []
 
     def flush() -> None:
@@ -132,26 +137,29 @@ def _capture_local(
             store.append(rows)
             result.written += len(rows)
 
+    score = config.mode == "score"
     limit = getattr(teacher, "max_positions", None)
     runnable = []
-    for record, ids, _ in todo:
-        if limit and len(ids) + config.max_new_tokens > limit:
-            reason = (
-                f"prompt is {len(ids)} tokens; with max_new_tokens the teacher's {limit} overflow"
-            )
+    for record, prompt_ids, _, given in todo:
+        needed = len(prompt_ids) + (len(given) if score else config.max_new_tokens)
+        if limit and needed > limit:
+            reason = f"prompt and completion need {needed} positions; the teacher has {limit}"
             result.failures.append({"id": record.id, "reason": reason, "attempts": 1})
             progress.advance(1)
         else:
-            runnable.append((record, ids))
-    runnable.sort(key=lambda pair: len(pair[1]))  # similar lengths batch with less padding
+            runnable.append((record, prompt_ids, given))
+    runnable.sort(key=lambda item: len(item[1]) + len(item[2]))  # less padding per batch
     try:
         for start in range(0, len(runnable), config.batch_size):
             batch = runnable[start : start + config.batch_size]
             tick = time.perf_counter()
-            outputs = teacher.generate([ids for _, ids in batch], sampling, config.top_k)
+            if score:
+                outputs = _score_local(teacher, [(p, g) for _, p, g in batch], config.top_k)
+            else:
+                outputs = teacher.generate([p for _, p, _ in batch], sampling, config.top_k)
             latency = (time.perf_counter() - tick) * 1000 / len(batch)
-            for (record, ids), out in zip(batch, outputs, strict=True):
-                pending.append(_row(record, ids, out, teacher.tokenizer, latency))
+            for (record, prompt_ids, _), out in zip(batch, outputs, strict=True):
+                pending.append(_row(record, prompt_ids, out, teacher.tokenizer, latency))
             if len(pending) >= config.rows_per_shard:
                 flush()
             new_tokens = sum(len(o.completion_ids) for o in outputs)
@@ -163,7 +171,7 @@ def _capture_local(
 def _capture_http(
     config: GenerateConfig,
     teacher: HTTPTeacher,
-    todo: list[tuple[PromptRecord, list[int], list[dict[str, Any]]]],
+    todo: list[tuple[PromptRecord, list[int], list[dict[str, Any]], list[int]]],
     sampling: Sampling,
     store: Store,
     result: GenerateResult,
@@ -194,6 +202,7 @@ def _capture_http(
             make_row,
             config.rows_per_shard,
             progress,
+            score=config.mode == "score",
         )
     )
     result.written += outcome.written
@@ -202,6 +211,40 @@ def _capture_http(
     result.not_attempted = outcome.not_attempted
     result.teacher_tokens = outcome.prompt_tokens + outcome.completion_tokens
     result.cost = outcome.cost(settings)
+
+
+def _score_local(
+    teacher: Teacher, pairs: list[tuple[list[int], list[int]]], top_k: int
+) -> list[Generation]:
+    """Teacher-forced top-k of each given completion, as Generations."""
+    scored = teacher.score([prompt + given for prompt, given in pairs], top_k)
+    outputs = []
+    for (prompt, given), scores in zip(pairs, scored, strict=True):
+        window = slice(len(prompt) - 1, len(prompt) - 1 + len(given))  # position t scores t+1
+        outputs.append(
+            Generation(
+                completion_ids=given,
+                finish_reason="scored",
+                topk_ids=scores.topk_ids[window],
+                topk_logprobs=scores.topk_logprobs[window],
+                token_logprobs=scores.token_logprobs[window],
+            )
+        )
+    return outputs
+
+
+def _given(teacher: Teacher, record: PromptRecord, mode: str) -> list[int]:
+    """Token ids of the record's ``completion`` to score (score mode), ending the turn with EOS
+    when the tokenizer has a chat template; [] in generate mode."""
+    if mode != "score":
+        return []
+    if not record.completion:
+        raise InputError(f'{record.where}: score mode needs a non-empty "completion" to score')
+    tokenizer = teacher.tokenizer
+    ids = tokenizer(record.completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.chat_template and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids
 
 
 def select_shard(records: list[PromptRecord], shard: str) -> list[PromptRecord]:

@@ -20,6 +20,10 @@ def generate(
     ],
     prompts: Annotated[Path, typer.Option(help="Prompts file: .jsonl, .parquet or .csv.")],
     out: Annotated[Path, typer.Option(help="Store folder (created, or resumed if it exists).")],
+    mode: Annotated[
+        str,
+        typer.Option(help="generate (the teacher writes) or score (it scores each `completion`)."),
+    ] = "generate",
     top_k: Annotated[int, typer.Option(help="Teacher logprobs kept per position (0: none).")] = 20,
     max_new_tokens: Annotated[int, typer.Option(help="Completion length cap.")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.0,
@@ -74,6 +78,7 @@ def generate(
             "teacher": teacher,
             "prompts": prompts,
             "out": out,
+            "mode": mode,
             "top_k": top_k,
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,

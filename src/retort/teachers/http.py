@@ -77,6 +77,23 @@ class HTTPTeacher:
             base_url=self.base_url, headers=self.headers, timeout=self.timeout, limits=limits
         )
 
+    async def probe_score(self, client: httpx.AsyncClient, top_k: int) -> None:
+        """Score mode needs vLLM's ``prompt_logprobs``: refuse up front where it is missing."""
+        if self.endpoint != "completions":
+            raise TeacherError(
+                "--mode score needs --endpoint completions (token ids in, scores out)"
+            )
+        sequence = self.tokenizer("Hi there", add_special_tokens=False)["input_ids"]
+        try:
+            await self.complete(client, self.score_body(sequence, top_k), score_from=1)
+        except RequestFailed as exc:
+            if exc.retryable and "prompt_logprobs missing" not in exc.reason:
+                return
+            raise TeacherError(
+                f"{self.base_url}: no teacher-forced scores from this server ({exc.reason}); "
+                "score mode needs vLLM's prompt_logprobs extension"
+            ) from None
+
     async def probe(self, client: httpx.AsyncClient, top_k: int) -> None:
         """Say before any work what the server cannot do: unknown model, no logprobs, k too
         large. Also learns whether tokens can come back as ids."""
@@ -135,8 +152,24 @@ class HTTPTeacher:
                 body["top_logprobs"] = top_k
         return body
 
-    async def complete(self, client: httpx.AsyncClient, body: dict[str, Any]) -> HTTPReply:
-        """One request; raises ``RequestFailed`` with what went wrong and whether to retry."""
+    def score_body(self, sequence: list[int], top_k: int) -> dict[str, Any]:
+        """Teacher-forced logprobs of ``sequence`` through vLLM's ``prompt_logprobs``."""
+        return {
+            "model": self.model,
+            "prompt": sequence,
+            "max_tokens": 1,
+            "temperature": 0,
+            "prompt_logprobs": top_k,
+            "return_tokens_as_token_ids": True,
+        }
+
+    async def complete(
+        self, client: httpx.AsyncClient, body: dict[str, Any], score_from: int | None = None
+    ) -> HTTPReply:
+        """One request; raises ``RequestFailed`` with what went wrong and whether to retry.
+
+        With ``score_from``, the reply is the teacher-forced scoring of ``body["prompt"]`` from
+        that position on (a score request), not the completion."""
         path = "/completions" if self.endpoint == "completions" else "/chat/completions"
         try:
             response = await client.post(path, json=body)
@@ -152,6 +185,8 @@ class HTTPTeacher:
             raise RequestFailed("200 with no choices", retryable=True)
         want_logprobs = bool(body.get("logprobs"))
         try:
+            if score_from is not None:
+                return self._parse_scores(payload, choices[0], body, score_from)
             return self._parse(payload, choices[0], want_logprobs, body)
         except (KeyError, TypeError, ValueError) as exc:
             raise RequestFailed(f"malformed response ({exc})", retryable=True) from None
@@ -211,6 +246,25 @@ class HTTPTeacher:
             completion_tokens=int(usage.get("completion_tokens") or len(ids)),
             unmapped=unmapped,
         )
+
+    def _parse_scores(
+        self, payload: dict[str, Any], choice: dict[str, Any], body: dict[str, Any], start: int
+    ) -> HTTPReply:
+        entries = choice.get("prompt_logprobs") or payload.get("prompt_logprobs")
+        if not entries:
+            raise RequestFailed("prompt_logprobs missing from the response", retryable=True)
+        sequence, k = body["prompt"], body["prompt_logprobs"]
+        generation = Generation(completion_ids=list(sequence[start:]), finish_reason="scored")
+        for position in range(start, len(sequence)):
+            entry = {int(key): value for key, value in entries[position].items()}
+            actual = entry[sequence[position]]
+            generation.token_logprobs.append(float(actual["logprob"]))
+            ranked = sorted(entry.items(), key=lambda item: item[1]["rank"])[:k]
+            if k:
+                generation.topk_ids.append([token for token, _ in ranked])
+                generation.topk_logprobs.append([float(v["logprob"]) for _, v in ranked])
+        usage = payload.get("usage") or {}
+        return HTTPReply(generation, int(usage.get("prompt_tokens") or len(sequence)), 0, 0)
 
     def token_id(self, token: str, raw: list[int] | None) -> int | None:
         """The declared tokenizer's id of a returned token, or None when it has none."""
