@@ -1,0 +1,142 @@
+"""Benchmark: teacher capture throughput, side by side in one run (not a test).
+
+On the embedded teacher (SmolLM2-135M-Instruct), over the same built-in prompts:
+  local batched generation  vs  one prompt at a time            (new tokens / s)
+  score mode                vs  generate mode, same text         (scored positions / s)
+  HTTP capture through `retort serve`  vs  local batched        (new tokens / s)
+and the bytes each stored completion token costs on disk.
+
+    .venv/bin/python bench/capture.py [--prompts 24] [--max-new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from retort.capture.runner import generate
+from retort.config import GenerateConfig
+from retort.models.embedded import ALIAS
+from retort.quickstart.pipeline import PROMPTS
+from retort.serve.app import create_app
+from retort.teachers.local import LocalTeacher
+
+RESULTS = Path(__file__).parent / "results" / "capture.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from tests.servers import serve_app  # the same in-thread uvicorn the tests use
+
+    teacher = LocalTeacher.load(ALIAS)
+    work = Path(tempfile.mkdtemp(prefix="retort-bench-"))
+    records = [json.loads(line) for line in PROMPTS.read_text().splitlines()[: args.prompts]]
+    prompts = work / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
+    common = {"prompts": prompts, "max_new_tokens": args.max_new_tokens, "top_k": 20}
+
+    def run(name: str, config: GenerateConfig, **kwargs) -> dict:
+        started = time.perf_counter()
+        result = generate(config, **kwargs)
+        seconds = time.perf_counter() - started
+        counts = result.store.recount()
+        size = sum(p.stat().st_size for p in result.store.shard_paths())
+        row = {
+            "name": name,
+            "rows": counts["rows"],
+            "tokens": counts["completion_tokens"],
+            "seconds": seconds,
+            "tokens_per_s": counts["completion_tokens"] / seconds,
+            "bytes_per_token": size / max(counts["completion_tokens"], 1),
+        }
+        print(
+            f"{name:28} {row['tokens']:6} tokens {seconds:7.1f} s "
+            f"{row['tokens_per_s']:7.1f} tok/s {row['bytes_per_token']:6.1f} B/token",
+            flush=True,
+        )
+        return row
+
+    rows = [
+        run(
+            "local batched (8)",
+            GenerateConfig(teacher=ALIAS, out=work / "batched", batch_size=8, **common),
+            teacher=teacher,
+        ),
+        run(
+            "local one at a time",
+            GenerateConfig(teacher=ALIAS, out=work / "single", batch_size=1, **common),
+            teacher=teacher,
+        ),
+    ]
+    generated = {
+        r["id"]: r["completion"]
+        for r in generate(
+            GenerateConfig(teacher=ALIAS, out=work / "batched", batch_size=8, **common),
+            teacher=teacher,
+        ).store.rows()
+    }
+    scored_prompts = work / "score.jsonl"
+    scored_prompts.write_text(
+        "".join(json.dumps({**r, "completion": generated[r["id"]] or "."}) + "\n" for r in records)
+    )
+    rows.append(
+        run(
+            "score mode (8)",
+            GenerateConfig(
+                teacher=ALIAS,
+                out=work / "score",
+                mode="score",
+                batch_size=8,
+                **{**common, "prompts": scored_prompts},
+            ),
+            teacher=teacher,
+        )
+    )
+    with serve_app(create_app(teacher, ALIAS, max_batch=8, wait_ms=20)) as url:
+        rows.append(
+            run(
+                "HTTP via retort serve (c=8)",
+                GenerateConfig(
+                    teacher=url, teacher_model=ALIAS, out=work / "http", concurrency=8, **common
+                ),
+            )
+        )
+
+    by = {r["name"]: r for r in rows}
+    ratios = {
+        "batched_vs_single_tokens_per_s": by["local batched (8)"]["tokens_per_s"]
+        / by["local one at a time"]["tokens_per_s"],
+        "score_vs_generate_positions_per_s": by["score mode (8)"]["tokens_per_s"]
+        / by["local batched (8)"]["tokens_per_s"],
+        "http_vs_local_tokens_per_s": by["HTTP via retort serve (c=8)"]["tokens_per_s"]
+        / by["local batched (8)"]["tokens_per_s"],
+    }
+    for name, value in ratios.items():
+        print(f"{name:36} {value:6.2f}x")
+    report = {
+        "command": f"python bench/capture.py --prompts {args.prompts} "
+        f"--max-new-tokens {args.max_new_tokens}",
+        "machine": f"{platform.machine()}, CPU",
+        "teacher": ALIAS,
+        "rows": rows,
+        "ratios": ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
