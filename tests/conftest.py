@@ -95,6 +95,20 @@ def other_tokenizer_model_dir(tmp_path_factory) -> Path:
     return save_model(build_tiny_model(tokenizer, layers=2), tokenizer, folder)
 
 
+def assert_same_capture(store_a, store_b, atol: float = 1e-4) -> None:
+    """Two stores hold the same rows: equal prompt and completion ids and top-k ids, and top-k
+    logprobs within ``atol`` (two captures of one teacher by different paths)."""
+    rows_b = {r["id"]: r for r in store_b.rows()}
+    rows_a = list(store_a.rows())
+    assert sorted(r["id"] for r in rows_a) == sorted(rows_b)
+    for row in rows_a:
+        twin = rows_b[row["id"]]
+        for column in ("prompt_token_ids", "completion_token_ids", "topk_ids"):
+            assert row[column] == twin[column], (row["id"], column)
+        for got, want in zip(row["topk_logprobs"], twin["topk_logprobs"], strict=True):
+            assert got == pytest.approx(want, abs=atol)
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

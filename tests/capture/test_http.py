@@ -13,7 +13,7 @@ from retort.config import GenerateConfig
 from retort.errors import TeacherError
 from retort.models.loading import load_tokenizer, resolve
 from retort.teachers.chat import chat_messages, render_prompt
-from tests.conftest import write_jsonl
+from tests.conftest import assert_same_capture, write_jsonl
 from tests.servers import FaultServer
 
 
@@ -47,14 +47,7 @@ def test_http_capture_equals_local_capture_at_temperature_zero(
         http_config(tiny_server, tiny_model_dir, prompts_file, tmp_path / "http", concurrency=4)
     )
     assert served.written == 12 and not served.failures
-    local_rows = {r["id"]: r for r in local.store.rows()}
-    for row in served.store.rows():
-        twin = local_rows[row["id"]]
-        assert row["prompt_token_ids"] == twin["prompt_token_ids"]
-        assert row["completion_token_ids"] == twin["completion_token_ids"]
-        assert row["topk_ids"] == twin["topk_ids"]
-        for got, want in zip(row["topk_logprobs"], twin["topk_logprobs"], strict=True):
-            assert got == pytest.approx(want, abs=1e-4)
+    assert_same_capture(served.store, local.store)
 
 
 def test_chat_endpoint_maps_tokens_by_bytes(tiny_server, tiny_model_dir, prompts_file, tmp_path):
@@ -181,3 +174,29 @@ def test_a_token_budget_stops_cleanly_and_the_next_run_finishes(tiny_model_dir, 
         second = generate(http_config(url, tiny_model_dir, prompts, tmp_path / "s", top_k=2))
     assert second.written == 10 - first.written
     assert len(Store.open(tmp_path / "s").done_ids()) == 10
+
+
+def test_requests_per_minute_are_limited_on_the_client(tiny_model_dir, tmp_path, monkeypatch):
+    import time
+
+    from limits import RateLimitItemPerSecond
+
+    # The same moving window, per second instead of per minute, so the test takes seconds.
+    monkeypatch.setattr(http_capture, "RateLimitItemPerMinute", RateLimitItemPerSecond)
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl", [{"id": f"p{i}", "prompt": f"p {i}"} for i in range(5)]
+    )
+    arrivals = []
+
+    def respond(body: dict) -> tuple:
+        arrivals.append(time.monotonic())
+        return ("ok", fake_completion(body["prompt"], True))
+
+    with FaultServer(respond) as url:
+        result = generate(
+            http_config(url, tiny_model_dir, prompts, tmp_path / "s", top_k=2, rpm=2, concurrency=5)
+        )
+    assert result.written == 5 and len(arrivals) == 6  # the probe comes first, unlimited
+    requests = arrivals[1:]
+    for i in range(len(requests) - 2):  # never 3 requests inside one window (small slack)
+        assert requests[i + 2] - requests[i] >= 0.9, requests

@@ -9,7 +9,7 @@ import pytest
 from retort.capture.runner import generate
 from retort.config import GenerateConfig
 from retort.errors import InputError, TeacherError
-from tests.conftest import write_jsonl
+from tests.conftest import assert_same_capture, write_jsonl
 from tests.servers import FaultServer
 
 
@@ -87,13 +87,7 @@ def test_score_mode_over_http_equals_local(tiny_server, tiny_model_dir, tmp_path
         )
     )
     assert served.written == 2 and not served.failures
-    by_id = {r["id"]: r for r in local.store.rows()}
-    for row in served.store.rows():
-        twin = by_id[row["id"]]
-        assert row["completion_token_ids"] == twin["completion_token_ids"]
-        assert row["topk_ids"] == twin["topk_ids"]
-        for got, want in zip(row["topk_logprobs"], twin["topk_logprobs"], strict=True):
-            assert got == pytest.approx(want, abs=1e-4)
+    assert_same_capture(served.store, local.store)
 
 
 def test_a_record_without_completion_is_named_before_any_store(tiny_model_dir, tmp_path):

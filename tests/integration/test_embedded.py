@@ -17,7 +17,7 @@ from retort.models.embedded import ALIAS
 from retort.models.pruning import prune_layers
 from retort.teachers.local import LocalTeacher
 from retort.train.loop import distill
-from tests.conftest import write_jsonl
+from tests.conftest import assert_same_capture, write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -126,10 +126,4 @@ def test_http_capture_from_retort_serve_equals_local_capture(teacher, tmp_path):
             GenerateConfig(teacher=url, teacher_model=ALIAS, out=tmp_path / "http", **common)
         )
     assert served.written == 3 and not served.failures
-    by_id = {r["id"]: r for r in local.store.rows()}
-    for row in served.store.rows():
-        twin = by_id[row["id"]]
-        assert row["completion_token_ids"] == twin["completion_token_ids"]
-        assert row["topk_ids"] == twin["topk_ids"]
-        for got, want in zip(row["topk_logprobs"], twin["topk_logprobs"], strict=True):
-            assert got == pytest.approx(want, abs=1e-4)
+    assert_same_capture(served.store, local.store)

@@ -80,10 +80,11 @@ def test_gradient_accumulation_gives_the_same_update_as_one_big_batch(
 
 
 class StopAt:
-    """A progress receiver that presses Ctrl-C once ``step`` steps are done."""
+    """A progress receiver that presses Ctrl-C once ``step`` steps are done: by raising
+    KeyboardInterrupt, or by ``press`` (e.g. sending a real SIGINT)."""
 
-    def __init__(self, step: int) -> None:
-        self.step, self.done = step, 0
+    def __init__(self, step: int, press=None) -> None:
+        self.step, self.done, self.press = step, 0, press
 
     def start(self, description, total, unit="items"):
         pass
@@ -91,7 +92,9 @@ class StopAt:
     def advance(self, amount=1, **stats):
         self.done += amount
         if self.done == self.step:
-            raise KeyboardInterrupt
+            if self.press is None:
+                raise KeyboardInterrupt
+            self.press()
 
     def finish(self):
         pass

@@ -12,7 +12,7 @@ import torch
 from retort.capture.store import Store
 from retort.errors import ConfigError
 from retort.train.loop import distill
-from tests.train.test_loop import metrics, settings
+from tests.train.test_loop import StopAt, metrics, settings
 
 
 def test_topk_reverse_kl_keeps_weights_finite(tiny_model_dir, tiny_store, tmp_path):
@@ -28,29 +28,11 @@ def test_topk_reverse_kl_keeps_weights_finite(tiny_model_dir, tiny_store, tmp_pa
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
-class SigintAt:
-    """Sends a real SIGINT to this process once ``step`` steps are done."""
-
-    def __init__(self, step: int) -> None:
-        self.step, self.done = step, 0
-
-    def start(self, description, total, unit="items"):
-        pass
-
-    def advance(self, amount=1, **stats):
-        self.done += amount
-        if self.done == self.step:
-            signal.raise_signal(signal.SIGINT)
-
-    def finish(self):
-        pass
-
-
 def test_sigint_stops_at_a_step_boundary_and_resumes_exactly(tiny_model_dir, tiny_store, tmp_path):
     straight = distill(settings(tiny_model_dir, tiny_store, tmp_path / "a", save_every=100))
     config = settings(tiny_model_dir, tiny_store, tmp_path / "b", save_every=100)
     with pytest.raises(KeyboardInterrupt):
-        distill(config, progress=SigintAt(2))
+        distill(config, progress=StopAt(2, lambda: signal.raise_signal(signal.SIGINT)))
     assert [p.name for p in (tmp_path / "b" / "checkpoints").iterdir()] == ["step-000002"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     resumed = distill(config, resume=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +101,7 @@ async def capture(
                 continue
             while not await limiter.hit(item, "teacher", cost=min(amount, item.amount)):
                 stats = await limiter.get_window_stats(item, "teacher")
-                delay = max(stats.reset_time - asyncio.get_running_loop().time(), 0.05)
+                delay = max(stats.reset_time - time.time(), 0.05)  # reset_time is wall-clock
                 await asyncio.sleep(min(delay, 1.0))
 
     async def one(
