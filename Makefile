@@ -38,6 +38,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 bench: $(STAMP)
 	$(BIN)/pip install -q "trl>=0.20"
 	$(BIN)/python bench/losses.py
+	$(BIN)/python bench/capture.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
