@@ -35,10 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1]))
-    from tests.servers import serve_app  # the same in-thread uvicorn the tests use
+    from retort.serve.background import serve_in_thread
 
     teacher = LocalTeacher.load(ALIAS)
     work = Path(tempfile.mkdtemp(prefix="retort-bench-"))
@@ -104,7 +101,7 @@ def main() -> None:
             teacher=teacher,
         )
     )
-    with serve_app(create_app(teacher, ALIAS, max_batch=8, wait_ms=20)) as url:
+    with serve_in_thread(create_app(teacher, ALIAS, max_batch=8, wait_ms=20)) as url:
         rows.append(
             run(
                 "HTTP via retort serve (c=8)",

@@ -147,9 +147,9 @@ def tiny_store(tmp_path_factory, tiny_model_dir) -> Path:
 def tiny_server(tiny_model_dir):
     """`retort serve` over the tiny teacher on 127.0.0.1; yields its /v1 base URL."""
     from retort.serve.app import create_app
+    from retort.serve.background import serve_in_thread
     from retort.teachers.local import LocalTeacher
-    from tests.servers import serve_app
 
     teacher = LocalTeacher.load(str(tiny_model_dir))
-    with serve_app(create_app(teacher, "tiny", max_batch=8, wait_ms=50)) as url:
+    with serve_in_thread(create_app(teacher, "tiny", max_batch=8, wait_ms=50)) as url:
         yield url

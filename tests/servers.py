@@ -1,40 +1,16 @@
-"""Servers the tests start on 127.0.0.1: a uvicorn app in a thread, and a raw fault injector."""
+"""A raw fault-injecting HTTP server the tests start on 127.0.0.1 (the real one is
+``retort.serve.background.serve_in_thread``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve_app(app: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn in a thread; yields the /v1 base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from retort.serve.background import free_port
 
 
 class FaultServer:

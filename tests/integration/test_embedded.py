@@ -106,7 +106,7 @@ def test_http_capture_from_retort_serve_equals_local_capture(teacher, tmp_path):
     """The real embedded teacher behind `retort serve`, captured over HTTP, at temperature 0:
     the same ids as the in-process capture and logprobs within 1e-4."""
     from retort.serve.app import create_app
-    from tests.servers import serve_app
+    from retort.serve.background import serve_in_thread
 
     prompts = write_jsonl(
         tmp_path / "p.jsonl",
@@ -121,7 +121,7 @@ def test_http_capture_from_retort_serve_equals_local_capture(teacher, tmp_path):
         GenerateConfig(teacher=ALIAS, out=tmp_path / "local", batch_size=1, **common),
         teacher=teacher,
     )
-    with serve_app(create_app(teacher, ALIAS, max_batch=1)) as url:
+    with serve_in_thread(create_app(teacher, ALIAS, max_batch=1)) as url:
         served = generate(
             GenerateConfig(teacher=url, teacher_model=ALIAS, out=tmp_path / "http", **common)
         )
