@@ -31,7 +31,10 @@ class GenerateConfig(_Strict):
     """Settings of ``retort generate``: prompts through a teacher into a store."""
 
     teacher: str = Field(description="Model spec: local folder, hub id or alias.")
-    prompts: Path = Field(description="Prompts file (JSONL, Parquet or CSV).")
+    prompts: Path = Field(
+        description="Prompts: .jsonl/.parquet/.csv file, datasets folder or Parquet folder."
+    )
+    dedup: bool = Field(False, description="Drop prompts that repeat an earlier one.")
     out: Path = Field(description="Store directory; created, or resumed when it exists.")
     mode: Literal["generate", "score"] = Field(
         "generate", description="generate: the teacher writes; score: it scores `completion`s."

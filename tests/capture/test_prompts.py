@@ -68,3 +68,41 @@ def test_parquet_and_csv_read_like_jsonl(tmp_path):
             ("a", "one", "1"),
             ("b", "two", None),
         ]
+
+
+def test_a_datasets_folder_reads_like_a_file(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"id": "a", "prompt": "one", "reference": "1"}, {"id": "b", "prompt": "two"}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    records = load_prompts(tmp_path / "ds")
+    assert [(r.id, r.prompt, r.reference) for r in records] == [
+        ("a", "one", "1"),
+        ("b", "two", None),
+    ]
+
+
+def test_a_folder_of_parquet_files_reads_every_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist([{"prompt": "one"}]), tmp_path / "data" / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([{"prompt": "two"}]), tmp_path / "data" / "b.parquet")
+    assert [r.prompt for r in load_prompts(tmp_path / "data")] == ["one", "two"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"a folder without state\.json or \.parquet files"):
+        load_prompts(tmp_path / "empty")
+
+
+def test_repeated_prompts_are_named_or_dropped_with_dedup(tmp_path):
+    records = [
+        {"prompt": "Hello  there"},
+        {"prompt": "other"},
+        {"prompt": "Hello there"},
+        {"prompt": "other"},
+    ]
+    path = write_jsonl(tmp_path / "p.jsonl", records)
+    with pytest.raises(InputError, match=r"p\.jsonl:4: the same prompt as .*p\.jsonl:2.*--dedup"):
+        load_prompts(path)
+    kept = load_prompts(path, dedup=True)
+    assert [r.where.rsplit(":", 1)[1] for r in kept] == ["1", "2"]  # whitespace-insensitive

@@ -57,32 +57,92 @@ class PromptRecord:
         return replace(self, id=digest)
 
 
-def load_prompts(path: Path, sampling: dict[str, Any] | None = None) -> list[PromptRecord]:
-    """Read and validate a prompts file; every record gets an id; duplicate ids are an error."""
+def load_prompts(
+    path: Path, sampling: dict[str, Any] | None = None, *, dedup: bool = False
+) -> list[PromptRecord]:
+    """Read and validate prompts; every record gets an id.
+
+    Args:
+        path: a .jsonl, .parquet or .csv file, or a folder saved by ``datasets``
+            (``Dataset.save_to_disk``) or holding Parquet files.
+        sampling: settings that enter generated ids.
+        dedup: drop records whose prompt (and system and completion) repeats an earlier one,
+            whitespace-normalized; otherwise such a repeat without an id is an error.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: prompts file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a .jsonl, .parquet or .csv file")
     try:
-        rows = list(_read_rows(path))
+        rows = list(_read_folder(path) if path.is_dir() else _read_rows(path))
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(f"{path}: cannot read this file ({exc})") from None
     if not rows:
         raise InputError(f"{path}: no records; add one JSON object per line")
-    records = [_validate(raw, f"{path}:{line}").with_id(sampling or {}) for line, raw in rows]
-    first_seen: dict[str, str] = {}
-    for record in records:
-        assert record.id is not None
-        if record.id in first_seen:
+    validated = [_validate(raw, f"{path}:{line}") for line, raw in rows]
+    if dedup:
+        validated = _drop_repeats(validated)
+    records: list[PromptRecord] = []
+    first_seen: dict[str, PromptRecord] = {}
+    for given in validated:
+        record = given.with_id(sampling or {})
+        first = first_seen.get(record.id or "")
+        if first is not None and given.id is None:  # a generated id: the prompt itself repeats
             raise InputError(
-                f"{record.where}: duplicate id '{record.id}' (first at {first_seen[record.id]});"
+                f"{record.where}: the same prompt as {first.where}; remove the repeat, "
+                "give each an id, or pass --dedup"
+            )
+        if first is not None:
+            raise InputError(
+                f"{record.where}: duplicate id '{record.id}' (first at {first.where});"
                 " ids must be unique: remove the repeat or give it another id"
             )
-        first_seen[record.id] = record.where
+        first_seen[record.id or ""] = record
+        records.append(record)
     return records
+
+
+def _drop_repeats(records: list[PromptRecord]) -> list[PromptRecord]:
+    seen: set[tuple[str, str, str]] = set()
+    kept = []
+    for record in records:
+        key = (
+            " ".join(record.canonical().split()),
+            " ".join((record.system or "").split()),
+            " ".join((record.completion or "").split()),
+        )
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept
+
+
+def _read_folder(path: Path) -> Any:
+    """Yield ``(row_number, dict)`` from a ``datasets`` folder or a folder of Parquet files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    state = path / "state.json"
+    if state.is_file():  # Dataset.save_to_disk: Arrow IPC stream files listed in state.json
+        files = [path / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+        tables = []
+        for file in files:
+            with pa.memory_map(str(file)) as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+    else:
+        files = sorted(path.rglob("*.parquet"))
+        if not files:
+            raise InputError(
+                f"{path}: a folder without state.json or .parquet files; give a prompts file, "
+                "a datasets folder (save_to_disk) or a folder of Parquet files"
+            )
+        tables = [pq.read_table(f) for f in files]
+    number = 0
+    for table in tables:
+        for value in table.to_pylist():
+            number += 1
+            yield number, value
 
 
 def _read_rows(path: Path) -> Any:

@@ -80,7 +80,8 @@ def generate(
     """Run a capture described by ``config``; load the teacher from ``config.teacher`` if needed."""
     progress = progress or Silent()
     sampling = sampling_of(config)
-    records = load_prompts(config.prompts, sampling.as_dict())  # before any teacher work
+    # Every record is validated before any teacher work.
+    records = load_prompts(config.prompts, sampling.as_dict(), dedup=config.dedup)
     if config.shard:
         records = select_shard(records, config.shard)
     if teacher is None:

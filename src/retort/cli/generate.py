@@ -18,7 +18,10 @@ def generate(
     teacher: Annotated[
         str, typer.Option(help="Teacher: alias, HF folder, hub id, or http(s)://HOST/v1 URL.")
     ],
-    prompts: Annotated[Path, typer.Option(help="Prompts file: .jsonl, .parquet or .csv.")],
+    prompts: Annotated[
+        Path,
+        typer.Option(help="Prompts: .jsonl/.parquet/.csv, a datasets folder or Parquet folder."),
+    ],
     out: Annotated[Path, typer.Option(help="Store folder (created, or resumed if it exists).")],
     mode: Annotated[
         str,
@@ -30,6 +33,9 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    dedup: Annotated[
+        bool, typer.Option(help="Drop prompts that repeat an earlier one (whitespace-insensitive).")
+    ] = False,
     rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard written.")] = 64,
     shard: Annotated[
         str | None, typer.Option(help="i/n: take shard i of n (n processes fill one store).")
@@ -85,6 +91,7 @@ def generate(
             "top_p": top_p,
             "batch_size": batch_size,
             "seed": seed,
+            "dedup": dedup,
             "rows_per_shard": rows_per_shard,
             "shard": shard,
             "teacher_model": teacher_model,
