@@ -101,6 +101,13 @@ def main() -> None:
             teacher=teacher,
         )
     )
+    rows.append(
+        run(
+            "local batched, q8 codec",
+            GenerateConfig(teacher=ALIAS, out=work / "q8", batch_size=8, codec="q8", **common),
+            teacher=teacher,
+        )
+    )
     with serve_in_thread(create_app(teacher, ALIAS, max_batch=8, wait_ms=20)) as url:
         rows.append(
             run(
@@ -122,7 +129,10 @@ def main() -> None:
     }
     for name, value in ratios.items():
         print(f"{name:36} {value:6.2f}x")
+    codec_report = codec_quality(work / "batched", work / "q8", teacher)
+    print(json.dumps(codec_report))
     report = {
+        "codec": codec_report,
         "command": f"python bench/capture.py --prompts {args.prompts} "
         f"--max-new-tokens {args.max_new_tokens}",
         "machine": f"{platform.machine()}, CPU",
@@ -133,6 +143,77 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def topk_bytes_per_pair(store_path: Path) -> float:
+    """Compressed bytes of the top-k columns per stored (id, logprob) pair."""
+    import pyarrow.parquet as pq
+
+    from retort.capture.store import Store
+
+    store = Store.open(store_path)
+    size = 0
+    for shard in store.shard_paths():
+        meta = pq.ParquetFile(shard).metadata
+        for group in range(meta.num_row_groups):
+            for column in range(meta.num_columns):
+                chunk = meta.row_group(group).column(column)
+                if chunk.path_in_schema.startswith(("topk_ids", "topk_logprobs")):
+                    size += chunk.total_compressed_size
+    pairs = store.recount()["completion_tokens"] * int(store.fingerprint["top_k"])
+    return size / pairs
+
+
+def codec_quality(plain_path: Path, packed_path: Path, teacher: LocalTeacher) -> dict:
+    """q8 vs plain on the same capture: bytes per pair, logprob error, KD loss change."""
+    import numpy as np
+    import torch
+
+    from retort.capture.store import Store
+    from retort.losses import sparse_divergence
+    from retort.models.pruning import prune_layers
+
+    plain = {r["id"]: r for r in Store.open(plain_path).rows()}
+    packed = {r["id"]: r for r in Store.open(packed_path).rows()}
+    errors = np.concatenate(
+        [
+            np.abs(
+                np.asarray(packed[i]["topk_logprobs"]) - np.asarray(plain[i]["topk_logprobs"])
+            ).ravel()
+            for i in plain
+            if plain[i]["topk_logprobs"]
+        ]
+    )
+    student = prune_layers(teacher.model, 10).eval()  # an untrained student: a real KD loss
+    raw_loss = packed_loss = 0.0
+    with torch.no_grad():
+        for key, row in plain.items():
+            ids = torch.tensor([row["prompt_token_ids"] + row["completion_token_ids"]])
+            start = len(row["prompt_token_ids"]) - 1
+            logits = student(ids).logits[0, start : start + len(row["completion_token_ids"])]
+            raw_loss += float(
+                sparse_divergence(
+                    logits,
+                    torch.tensor(row["topk_ids"]),
+                    torch.tensor(row["topk_logprobs"]),
+                    reduction="sum",
+                )
+            )
+            packed_loss += float(
+                sparse_divergence(
+                    logits,
+                    torch.tensor(packed[key]["topk_ids"]),
+                    torch.tensor(packed[key]["topk_logprobs"]),
+                    reduction="sum",
+                )
+            )
+    return {
+        "plain_bytes_per_pair": topk_bytes_per_pair(plain_path),
+        "q8_bytes_per_pair": topk_bytes_per_pair(packed_path),
+        "mean_abs_logprob_error": float(errors.mean()),
+        "max_abs_logprob_error": float(errors.max()),
+        "kd_loss_relative_change": abs(packed_loss - raw_loss) / raw_loss,
+    }
 
 
 if __name__ == "__main__":

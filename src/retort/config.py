@@ -40,6 +40,9 @@ class GenerateConfig(_Strict):
         "generate", description="generate: the teacher writes; score: it scores `completion`s."
     )
     top_k: int = Field(20, ge=0, le=1000, description="Teacher logprobs kept per position.")
+    codec: Literal["plain", "q8"] = Field(
+        "plain", description="Top-k storage: plain (int32/float32) or q8 (~2.6x smaller)."
+    )
     max_new_tokens: int = Field(128, ge=1, description="Completion length cap.")
     temperature: float = Field(0.0, ge=0.0, description="0 is greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")

@@ -19,7 +19,7 @@ from typing import Any
 from retort.capture import http_capture
 from retort.capture.http_capture import HTTPSettings
 from retort.capture.prompts import PromptRecord, load_prompts
-from retort.capture.store import CODEC, Store
+from retort.capture.store import CODEC, CODECS, Store
 from retort.config import GenerateConfig
 from retort.errors import ConfigError, InputError, RetortError, TeacherError
 from retort.models.loading import load_tokenizer, resolve
@@ -56,7 +56,7 @@ def sampling_of(config: GenerateConfig) -> Sampling:
 
 
 def fingerprint(
-    teacher: Teacher, sampling: Sampling, top_k: int, mode: str = "generate"
+    teacher: Teacher, sampling: Sampling, top_k: int, mode: str = "generate", codec: str = CODEC
 ) -> dict[str, Any]:
     """Everything that makes two captures comparable; a store holds rows of one fingerprint."""
     identity = teacher.identity()
@@ -68,7 +68,7 @@ def fingerprint(
         "mode": mode,
         **sampling.as_dict(),
         "top_k": top_k,
-        "codec": CODEC,
+        "codec": codec,
     }
 
 
@@ -94,7 +94,8 @@ def generate(
     # Every prompt is rendered before the store is touched: a template error is an input error.
     rendered = [(r, *_render(teacher, r), _given(teacher, r, config.mode)) for r in records]
     store = Store.create_or_resume(
-        config.out, fingerprint(teacher, sampling, config.top_k, config.mode)
+        config.out,
+        fingerprint(teacher, sampling, config.top_k, config.mode, CODECS[config.codec]),
     )
     done = store.done_ids()
     todo = [item for item in rendered if item[0].id not in done]

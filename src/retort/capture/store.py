@@ -25,11 +25,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from retort.capture import codec
 from retort.errors import StoreError
 
 FORMAT = "retort-store"
 VERSION = 1
 CODEC = "plain-int32-f32"  # top-k ids as int32, logprobs as float32
+CODECS = {"plain": CODEC, "q8": codec.NAME}  # the --codec choices → stored codec names
+DICTIONARY_KEY = b"retort.topk_dictionary"  # shard metadata of the q8 codec
+TOPK_COLUMNS = ("topk_ids", "topk_logprobs")
 
 SCHEMA = pa.schema(
     [
@@ -49,6 +53,15 @@ SCHEMA = pa.schema(
 )
 
 
+# The q8 codec stores each row's top-k as two binary blobs (see codec.py).
+SCHEMA_Q8 = pa.schema(
+    [
+        pa.field(name, pa.binary()) if name in TOPK_COLUMNS else SCHEMA.field(name)
+        for name in SCHEMA.names
+    ]
+)
+
+
 class Store:
     """A store directory opened for reading, or for appending under one fingerprint."""
 
@@ -63,6 +76,10 @@ class Store:
     @property
     def fingerprint(self) -> dict[str, Any]:
         return self.manifest["fingerprint"]
+
+    @property
+    def codec(self) -> str:
+        return self.fingerprint.get("codec", CODEC)
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -132,7 +149,7 @@ class Store:
 
     def append(self, rows: list[dict[str, Any]]) -> Path:
         """Write ``rows`` as one new shard: a temporary file, then an atomic rename."""
-        table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        table = self._encode(rows)
         name = f"part-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
         partial = self.shards_dir / f".{name}.partial"
         pq.write_table(table, partial, compression="zstd")
@@ -157,7 +174,7 @@ class Store:
         shards = self.shard_paths()
         if not shards:
             return SCHEMA.empty_table().select(columns) if columns else SCHEMA.empty_table()
-        table = pa.concat_tables(pq.read_table(s, columns=columns, schema=SCHEMA) for s in shards)
+        table = pa.concat_tables(self._read_shard(s, columns) for s in shards)
         ids = table.column("id").to_pylist() if "id" in table.column_names else None
         if ids is not None and len(set(ids)) != len(ids):
             seen: set[str] = set()
@@ -177,6 +194,49 @@ class Store:
             "completion_tokens": int(pc.sum(lengths).as_py() or 0),
             "shards": len(self.shard_paths()),
         }
+
+    def _encode(self, rows: list[dict[str, Any]]) -> pa.Table:
+        if self.codec != codec.NAME:
+            return pa.Table.from_pylist(rows, schema=SCHEMA)
+        dictionary = codec.build_dictionary([r["topk_ids"] or [] for r in rows])
+        packed = []
+        for row in rows:
+            ids, logprobs = codec.encode_row(
+                row["topk_ids"] or [], row["topk_logprobs"] or [], dictionary
+            )
+            packed.append({**row, "topk_ids": ids, "topk_logprobs": logprobs})
+        metadata = {DICTIONARY_KEY: codec.pack_dictionary(dictionary)}
+        return pa.Table.from_pylist(packed, schema=SCHEMA_Q8.with_metadata(metadata))
+
+    def _read_shard(self, shard: Path, columns: list[str] | None) -> pa.Table:
+        """One shard with the plain schema, top-k decoded when the codec packed it."""
+        if self.codec != codec.NAME:
+            return pq.read_table(shard, columns=columns, schema=SCHEMA)
+        wanted = columns or SCHEMA.names
+        if not any(c in TOPK_COLUMNS for c in wanted):
+            return pq.read_table(shard, columns=wanted, schema=SCHEMA_Q8)
+        needed = list(dict.fromkeys([*wanted, *TOPK_COLUMNS, "completion_token_ids"]))
+        table = pq.read_table(shard, columns=needed, schema=SCHEMA_Q8)
+        metadata = pq.read_schema(shard).metadata or {}
+        dictionary = codec.unpack_dictionary(metadata.get(DICTIONARY_KEY, b""))
+        k = int(self.fingerprint.get("top_k") or 0)
+        decoded_ids, decoded_logprobs = [], []
+        for id_blob, lp_blob, completion in zip(
+            table.column("topk_ids").to_pylist(),
+            table.column("topk_logprobs").to_pylist(),
+            table.column("completion_token_ids").to_pylist(),
+            strict=True,
+        ):
+            positions = len(completion) if id_blob else 0
+            ids, logprobs = codec.decode_row(id_blob, lp_blob, positions, k, dictionary)
+            decoded_ids.append(ids)
+            decoded_logprobs.append(logprobs)
+        columns_out = {name: table.column(name) for name in wanted if name not in TOPK_COLUMNS}
+        columns_out["topk_ids"] = pa.array(decoded_ids, SCHEMA.field("topk_ids").type)
+        columns_out["topk_logprobs"] = pa.array(
+            decoded_logprobs, SCHEMA.field("topk_logprobs").type
+        )
+        return pa.table({name: columns_out[name] for name in wanted})
 
     def _remove_partial_shards(self) -> None:
         # Left by a run killed mid-write; their rows were never counted as done.

@@ -28,6 +28,9 @@ def generate(
         typer.Option(help="generate (the teacher writes) or score (it scores each `completion`)."),
     ] = "generate",
     top_k: Annotated[int, typer.Option(help="Teacher logprobs kept per position (0: none).")] = 20,
+    codec: Annotated[
+        str, typer.Option(help="Top-k storage: plain (int32/float32) or q8 (~2.6x smaller).")
+    ] = "plain",
     max_new_tokens: Annotated[int, typer.Option(help="Completion length cap.")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
@@ -86,6 +89,7 @@ def generate(
             "out": out,
             "mode": mode,
             "top_k": top_k,
+            "codec": codec,
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
             "top_p": top_p,
