@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from retort.capture.runner import generate
 from retort.config import GenerateConfig
 from retort.models.embedded import ALIAS
@@ -126,6 +128,10 @@ def main() -> None:
         / by["local batched (8)"]["tokens_per_s"],
         "http_vs_local_tokens_per_s": by["HTTP via retort serve (c=8)"]["tokens_per_s"]
         / by["local batched (8)"]["tokens_per_s"],
+        "runner_overhead_vs_raw_openai_sdk_pct": 100
+        * (
+            by["HTTP via retort serve (c=8)"]["seconds"] / by["raw openai SDK (c=8)"]["seconds"] - 1
+        ),
     }
     for name, value in ratios.items():
         print(f"{name:36} {value:6.2f}x")
@@ -143,6 +149,80 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def raw_openai_sdk(
+    url: str, teacher: LocalTeacher, records: list[dict], max_new_tokens: int, concurrency: int
+) -> dict:
+    """The same requests with the official SDK and nothing else: no store, retries or limits."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    from retort.teachers.chat import chat_messages, render_prompt
+
+    client = AsyncOpenAI(base_url=url, api_key="unused", max_retries=0)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(record: dict) -> int:
+        prompt_ids = render_prompt(teacher.tokenizer, chat_messages(record["prompt"], None, None))
+        async with gate:
+            reply = await client.completions.create(
+                model=ALIAS,
+                prompt=prompt_ids,
+                max_tokens=max_new_tokens,
+                temperature=0,
+                logprobs=20,
+                extra_body={"return_tokens_as_token_ids": True},
+            )
+        return reply.usage.completion_tokens
+
+    async def everything() -> int:
+        return sum(await asyncio.gather(*(one(r) for r in records)))
+
+    started = time.perf_counter()
+    tokens = asyncio.run(everything())
+    seconds = time.perf_counter() - started
+    print(
+        f"{'raw openai SDK (c=8)':28} {tokens:6} tokens {seconds:7.1f} s "
+        f"{tokens / seconds:7.1f} tok/s",
+        flush=True,
+    )
+    return {
+        "name": "raw openai SDK (c=8)",
+        "rows": len(records),
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "bytes_per_token": None,
+    }
+
+
+def int32_fp16_bytes_per_pair(store_path: Path) -> float:
+    """The usual baseline: top-k ids as int32 lists and logprobs as float16 lists, zstd."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from retort.capture.store import Store
+
+    store = Store.open(store_path)
+    table = store.read_table(["topk_ids", "topk_logprobs"])
+    halves = pa.array(
+        [
+            [np.asarray(p, dtype=np.float16) for p in row]
+            for row in table["topk_logprobs"].to_pylist()
+        ],
+        pa.list_(pa.list_(pa.float16())),
+    )
+    buffer = io.BytesIO()
+    pq.write_table(
+        pa.table({"topk_ids": table["topk_ids"], "topk_logprobs": halves}),
+        buffer,
+        compression="zstd",
+    )
+    return buffer.tell() / (store.recount()["completion_tokens"] * int(store.fingerprint["top_k"]))
 
 
 def topk_bytes_per_pair(store_path: Path) -> float:
@@ -166,7 +246,6 @@ def topk_bytes_per_pair(store_path: Path) -> float:
 
 def codec_quality(plain_path: Path, packed_path: Path, teacher: LocalTeacher) -> dict:
     """q8 vs plain on the same capture: bytes per pair, logprob error, KD loss change."""
-    import numpy as np
     import torch
 
     from retort.capture.store import Store
@@ -209,6 +288,7 @@ def codec_quality(plain_path: Path, packed_path: Path, teacher: LocalTeacher) ->
             )
     return {
         "plain_bytes_per_pair": topk_bytes_per_pair(plain_path),
+        "int32_fp16_bytes_per_pair": int32_fp16_bytes_per_pair(plain_path),
         "q8_bytes_per_pair": topk_bytes_per_pair(packed_path),
         "mean_abs_logprob_error": float(errors.mean()),
         "max_abs_logprob_error": float(errors.max()),

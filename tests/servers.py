@@ -17,8 +17,8 @@ class FaultServer:
     """A minimal HTTP/1.1 server whose answer to each request is chosen by ``respond``.
 
     ``respond(body) -> action`` returns one of: ("ok", payload) | ("status", code, headers,
-    payload) | ("sleep", seconds) | ("reset",) | ("raw", bytes). Being raw asyncio lets it do
-    what a framework would not: cut a body mid-way, send broken JSON.
+    payload) | ("sleep", seconds) | ("reset",) | ("sse_cut",) | ("raw", bytes). Being raw
+    asyncio lets it do what a framework would not: cut a body mid-way, send broken JSON.
     """
 
     def __init__(self, respond: Callable[[dict[str, Any]], tuple]) -> None:
@@ -84,6 +84,13 @@ class FaultServer:
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                 b'content-length: 1000\r\n\r\n{"choices"'
+            )
+            await writer.drain()
+            return False
+        if kind == "sse_cut":  # an event stream that stops mid-event
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b'content-length: 500\r\n\r\ndata: {"choices": [{"text": "a'
             )
             await writer.drain()
             return False

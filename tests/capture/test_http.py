@@ -81,6 +81,7 @@ SCHEDULES = {
     "timeout": [("sleep", 2.0)],
     "reset mid-body": [("reset",)],
     "malformed JSON": [("raw", b"{not json")],
+    "partial SSE": [("sse_cut",)],
     "no choices": [("ok", {"choices": []})],
     "logprobs missing": [("ok", "no-logprobs")],
 }

@@ -143,7 +143,9 @@ async def capture(
                 pending.append(make_row(record, prompt_ids, reply.generation))
                 if len(pending) >= rows_per_shard:
                     flush()
-            progress.advance(1, tokens=reply.completion_tokens)
+            priced = settings.price_per_1k_in or settings.price_per_1k_out
+            spend = {"cost": outcome.cost(settings)} if priced else {}
+            progress.advance(1, tokens=reply.completion_tokens, **spend)
 
     try:
         async with teacher.client(settings.concurrency) as client:
