@@ -11,6 +11,7 @@ from tests.conftest import PROMPTS, write_jsonl
 def test_clean_keeps_the_first_line_without_numbering_or_quotes():
     assert clean('\n 4. "Name three rivers in Asia."\nmore') == "Name three rivers in Asia."
     assert clean("Task: Write a poem about rain.") == "Write a poem about rain."
+    assert clean("Your task: Sort these words.") == "Sort these words."
     assert clean("   \n") == ""
 
 

@@ -29,7 +29,9 @@ INSTRUCTION = (
     "Write one new task that is different from all of these, on another topic. "
     "Reply with the task only, in one sentence."
 )
-_PREFIX = re.compile(r"^\s*(?:\d+[.)]|[-*•]|task\s*\d*\s*:|new task\s*:)\s*", re.IGNORECASE)
+_PREFIX = re.compile(
+    r"^\s*(?:\d+[.)]|[-*•]|(?:your |the |a |new |one new )*task\s*\d*\s*:)\s*", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,8 @@ def synthesize(
             for row in generate(config).store.rows():
                 task = clean(row["completion"])
                 words = len(task.split())
-                if not settings.min_words <= words <= settings.max_words:
-                    continue
+                if not settings.min_words <= words <= settings.max_words or task.endswith(":"):
+                    continue  # too short or long, or a preamble ("Here's a new task:")
                 if index.overlap(task) > settings.max_overlap:
                     continue
                 index.add(task)
