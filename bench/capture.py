@@ -119,6 +119,7 @@ def main() -> None:
                 ),
             )
         )
+        rows.append(raw_openai_sdk(url, teacher, records, args.max_new_tokens, concurrency=8))
 
     by = {r["name"]: r for r in rows}
     ratios = {
@@ -134,7 +135,7 @@ def main() -> None:
         ),
     }
     for name, value in ratios.items():
-        print(f"{name:36} {value:6.2f}x")
+        print(f"{name:38} {value:6.2f}{'%' if name.endswith('pct') else 'x'}")
     codec_report = codec_quality(work / "batched", work / "q8", teacher)
     print(json.dumps(codec_report))
     report = {
