@@ -20,7 +20,7 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from retort.capture.store import Store
+from retort.capture.store import ShardBuffer, Store
 from retort.progress import Progress
 from retort.teachers.http import HTTPTeacher, RequestFailed
 from retort.teachers.protocol import Sampling
@@ -76,18 +76,11 @@ async def capture(
     """Run ``work`` (record, prompt ids, chat turns, completion ids) through the teacher into
     ``store``; with ``score``, the teacher scores each given completion instead of writing one."""
     outcome = HTTPOutcome()
-    pending: list[dict[str, Any]] = []
+    shards = ShardBuffer(store, rows_per_shard)
     limiter = MovingWindowRateLimiter(MemoryStorage())
     per_request = RateLimitItemPerMinute(settings.rpm) if settings.rpm else None
     per_token = RateLimitItemPerMinute(settings.tpm) if settings.tpm else None
     gate = asyncio.Semaphore(settings.concurrency)
-
-    def flush() -> None:
-        if pending:
-            rows = pending[:]
-            pending.clear()
-            store.append(rows)
-            outcome.written += len(rows)
 
     def spent() -> bool:
         used = outcome.prompt_tokens + outcome.completion_tokens
@@ -140,9 +133,7 @@ async def capture(
                 reason = f"{reply.unmapped} returned tokens have no id in the declared tokenizer"
                 outcome.failures.append({"id": record.id, "reason": reason, "attempts": attempts})
             else:
-                pending.append(make_row(record, prompt_ids, reply.generation))
-                if len(pending) >= rows_per_shard:
-                    flush()
+                shards.add(make_row(record, prompt_ids, reply.generation))
             priced = settings.price_per_1k_in or settings.price_per_1k_out
             spend = {"cost": outcome.cost(settings)} if priced else {}
             progress.advance(1, tokens=reply.completion_tokens, **spend)
@@ -152,5 +143,6 @@ async def capture(
             await (teacher.probe_score if score else teacher.probe)(client, top_k)
             await asyncio.gather(*(one(client, *item) for item in work))
     finally:
-        flush()  # interrupted or not, every finished row is kept
+        shards.flush()  # interrupted or not, every finished row is kept
+        outcome.written = shards.written
     return outcome

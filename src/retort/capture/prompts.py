@@ -17,7 +17,6 @@ from typing import Any
 
 from retort.errors import InputError
 
-KNOWN_FIELDS = {"id", "prompt", "messages", "system", "reference", "completion"}
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from retort.capture import http_capture
 from retort.capture.http_capture import HTTPSettings
 from retort.capture.prompts import PromptRecord, load_prompts
-from retort.capture.store import CODEC, CODECS, Store
+from retort.capture.store import CODEC, CODECS, ShardBuffer, Store
 from retort.config import GenerateConfig
 from retort.errors import ConfigError, InputError, RetortError, TeacherError
 from retort.models.loading import load_tokenizer, resolve
@@ -128,17 +128,7 @@ def _capture_local(
 ) -> None:
     """Batched in-process generation (or scoring), length-sorted, a shard every
     ``rows_per_shard`` rows."""
-    pending: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        if pending:
-            # Taken off the list before writing: a Ctrl-C during append must not make the
-            # finally-flush write the same rows again.
-            rows = pending[:]
-            pending.clear()
-            store.append(rows)
-            result.written += len(rows)
-
+    shards = ShardBuffer(store, config.rows_per_shard)
     score = config.mode == "score"
     limit = getattr(teacher, "max_positions", None)
     runnable = []
@@ -161,13 +151,12 @@ def _capture_local(
                 outputs = teacher.generate([p for _, p, _ in batch], sampling, config.top_k)
             latency = (time.perf_counter() - tick) * 1000 / len(batch)
             for (record, prompt_ids, _), out in zip(batch, outputs, strict=True):
-                pending.append(_row(record, prompt_ids, out, teacher.tokenizer, latency))
-            if len(pending) >= config.rows_per_shard:
-                flush()
+                shards.add(_row(record, prompt_ids, out, teacher.tokenizer, latency))
             new_tokens = sum(len(o.completion_ids) for o in outputs)
             progress.advance(len(batch), tokens=new_tokens)
     finally:
-        flush()  # interrupted or not, what was generated is kept
+        shards.flush()  # interrupted or not, what was generated is kept
+        result.written += shards.written
 
 
 def _capture_http(

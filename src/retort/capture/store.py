@@ -252,6 +252,28 @@ class Store:
         partial.replace(target)
 
 
+class ShardBuffer:
+    """Rows waiting to become a shard: ``add`` writes a shard every ``rows_per_shard`` rows,
+    ``flush`` writes the rest. Rows leave the buffer before the write, so a Ctrl-C inside one
+    can never make a later flush write them a second time."""
+
+    def __init__(self, store: Store, rows_per_shard: int) -> None:
+        self.store, self.rows_per_shard = store, rows_per_shard
+        self.pending: list[dict[str, Any]] = []
+        self.written = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.rows_per_shard:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            rows, self.pending = self.pending, []
+            self.store.append(rows)
+            self.written += len(rows)
+
+
 def describe_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
     """``"temperature 0.0 → 0.7, top_k 20 → 5"`` for the keys whose values differ."""
     parts = []

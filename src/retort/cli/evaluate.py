@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from retort.cli.console import RichProgress, fmt, out
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel
-
-    from retort.teachers.local import LocalTeacher
 
 
 def register(app: typer.Typer) -> None:
@@ -37,12 +32,13 @@ def evaluate(
     accuracy, parameters and greedy tokens/s (batch 1 and 8), for each model."""
     from retort.errors import ConfigError
     from retort.evaluate.run import evaluate as run
+    from retort.models.students import load_student
     from retort.teachers.local import LocalTeacher
 
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: --out is a file; give a folder for eval.json")
     loaded_teacher = LocalTeacher.load(teacher)
-    students = {spec: load_student(spec, loaded_teacher) for spec in student}
+    students = {spec: load_student(spec, loaded_teacher)[0] for spec in student}
     report = run(
         loaded_teacher,
         students,
@@ -56,30 +52,6 @@ def evaluate(
     out.print(eval_table(report))
     if out_dir:
         out.print(f"wrote {out_dir / 'eval.json'}")
-
-
-def load_student(spec: str, teacher: LocalTeacher) -> PreTrainedModel:
-    """A student from a run folder (its final/), ``prune:N`` of the teacher, or a model spec;
-    its tokenizer must be the teacher's."""
-    from retort.models.loading import load_model, load_tokenizer, resolve
-    from retort.models.pruning import parse_prune_spec, prune_layers
-    from retort.models.vocab import shared_vocab_size
-
-    keep = parse_prune_spec(spec)
-    if keep is not None:
-        return prune_layers(teacher.model, keep)
-    path = Path(spec)
-    if (path / "final" / "config.json").is_file():
-        spec = str(path / "final")
-    source = resolve(spec)
-    model = load_model(source)
-    shared_vocab_size(
-        teacher.tokenizer,
-        load_tokenizer(source),
-        teacher.model.get_input_embeddings().weight.shape[0],
-        model.get_input_embeddings().weight.shape[0],
-    )
-    return model
 
 
 def eval_table(report: dict[str, Any], title: str = "held-out evaluation") -> Table:

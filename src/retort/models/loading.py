@@ -10,7 +10,6 @@ A spec is one of:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +107,3 @@ def _folder_hash(source: ModelSource) -> str:
 def parameter_count(model: PreTrainedModel) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def read_config(source: ModelSource) -> dict[str, Any]:
-    """The model's config.json as a dict (local and alias sources)."""
-    return json.loads((Path(source.location) / "config.json").read_text())

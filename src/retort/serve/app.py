@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from retort.serve.engine import BatchingEngine, Job, stop_cut
 from retort.serve.protocol import ChatRequest, CompletionRequest
-from retort.serve.tokens import TokenText
 from retort.teachers.chat import render_prompt
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation
+from retort.teachers.tokens import TokenText
 
 DEFAULT_MAX_TOKENS = 256
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from retort.errors import TeacherError
-from retort.serve.tokens import TokenText
 from retort.teachers.protocol import Capabilities, Generation, Sampling
+from retort.teachers.tokens import TokenText
 
 
 class RequestFailed(Exception):

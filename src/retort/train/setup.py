@@ -13,8 +13,9 @@ from retort.capture.store import Store
 from retort.config import DistillConfig
 from retort.errors import ConfigError, ModelError, StoreError
 from retort.losses import HiddenProjector, default_layer_map
-from retort.models.loading import load_model, load_tokenizer, resolve
-from retort.models.pruning import parse_prune_spec, prune_layers
+from retort.models.loading import load_tokenizer, resolve
+from retort.models.pruning import parse_prune_spec
+from retort.models.students import load_student
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
 from retort.train.objectives import ForwardPlan, fused_head_matches
@@ -63,11 +64,12 @@ def assemble(
     if teacher is None and (plan.needs_teacher or keep is not None):
         teacher = LocalTeacher.load(config.teacher)
     if student is None:
-        if keep is not None:
-            student = prune_layers(teacher.model, keep)
-        else:
-            student = load_model(resolve(config.student))
-    tokenizer = teacher.tokenizer if keep is not None else load_tokenizer(resolve(config.student))
+        # The vocabulary check against the teacher happens below, for given students too.
+        student, tokenizer = load_student(config.student, teacher if keep is not None else None)
+    else:
+        tokenizer = (
+            teacher.tokenizer if keep is not None else load_tokenizer(resolve(config.student))
+        )
 
     student_rows = student.get_input_embeddings().weight.shape[0]
     vocab_size = student_rows

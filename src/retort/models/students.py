@@ -1,0 +1,37 @@
+"""A student from a spec: ``prune:N`` of the teacher, a distill run folder, or a model spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retort.errors import ModelError
+from retort.models.loading import load_model, load_tokenizer, resolve
+from retort.models.pruning import parse_prune_spec, prune_layers
+from retort.models.vocab import shared_vocab_size
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def load_student(spec: str, teacher: Any | None) -> tuple[PreTrainedModel, Any]:
+    """``(model, tokenizer)``. With a teacher (a ``LocalTeacher``), the student's vocabulary is
+    checked against it; ``prune:N`` needs one."""
+    keep = parse_prune_spec(spec)
+    if keep is not None:
+        if teacher is None:
+            raise ModelError(f"--student {spec}: pruning needs the teacher; pass --teacher")
+        return prune_layers(teacher.model, keep), teacher.tokenizer
+    path = Path(spec)
+    if (path / "final" / "config.json").is_file():  # a finished distill run
+        spec = str(path / "final")
+    source = resolve(spec)
+    model, tokenizer = load_model(source), load_tokenizer(source)
+    if teacher is not None:
+        shared_vocab_size(
+            teacher.tokenizer,
+            tokenizer,
+            teacher.model.get_input_embeddings().weight.shape[0],
+            model.get_input_embeddings().weight.shape[0],
+        )
+    return model, tokenizer
