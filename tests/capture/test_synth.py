@@ -54,3 +54,15 @@ def test_synth_grows_a_file_of_distinct_prompts_and_continues_it(tiny_model_dir,
     again = synthesize(seeds, out, template, SynthSettings(**{**settings.__dict__, "count": 9}))
     assert again[: len(first)] == first and len(again) <= 9
     assert not (tmp_path / ".synth.jsonl.rounds").exists()
+
+
+def test_too_few_seeds_is_a_one_line_error_and_writes_nothing(tiny_model_dir, tmp_path):
+    import pytest
+
+    from retort.errors import InputError
+
+    seeds = write_jsonl(tmp_path / "seeds.jsonl", [{"prompt": "Only one task."}])
+    template = GenerateConfig(teacher=str(tiny_model_dir), prompts=seeds, out=tmp_path / "x")
+    with pytest.raises(InputError, match=r"seeds\.jsonl: give at least 2 seed tasks"):
+        synthesize(seeds, tmp_path / "out.jsonl", template, SynthSettings(count=3))
+    assert not (tmp_path / "out.jsonl").exists()
