@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from retort.errors import ConfigError
 
-Objective = Literal["sft", "topk", "online"]
+Objective = Literal["sft", "topk", "online", "on_policy"]
 Kind = Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd"]
 # Names from the first release: `topk_kl` is `topk` with forward KL, `online_kl` likewise.
 OBJECTIVE_ALIASES = {"topk_kl": "topk", "online_kl": "online"}
@@ -94,8 +94,24 @@ class DistillConfig(_Strict):
     teacher: str | None = Field(
         None, description="Model spec; needed by online, hidden_weight > 0 and prune:N students."
     )
-    objective: Objective = Field("topk", description="sft | topk | online")
-    kind: Kind = Field("forward_kl", description="Divergence of the KD term (docs/losses.md).")
+    teacher_device: str | None = Field(
+        None,
+        description="Device of the live teacher, e.g. cuda:1 or cpu (default: the student's).",
+    )
+    objective: Objective = Field("topk", description="sft | topk | online | on_policy")
+    kind: Kind = Field(
+        "forward_kl",
+        description="Divergence of the KD term (docs/losses.md); on_policy: reverse_kl.",
+    )
+    lmbda: float = Field(
+        1.0, ge=0.0, le=1.0, description="on_policy: share of batches the student samples."
+    )
+    sample_max_new_tokens: int = Field(
+        128, ge=1, description="on_policy: length cap of the student's samples."
+    )
+    sample_temperature: float = Field(
+        1.0, gt=0.0, description="on_policy: sampling temperature of the student."
+    )
     beta: float = Field(0.5, gt=0.0, lt=1.0, description="jsd: the teacher's mixture weight.")
     alpha: float = Field(0.1, ge=0.0, lt=1.0, description="skew KLs: the skew weight.")
     fused: bool = Field(
@@ -119,6 +135,12 @@ class DistillConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(10, ge=0)
     max_steps: int = Field(100, ge=1, description="Optimizer steps; the data repeats as needed.")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Token budget: stop once this many target tokens are trained; the cosine "
+        "schedule then follows tokens (max_steps stays a cap).",
+    )
     batch_size: int = Field(8, ge=1, description="Sequences per micro-batch per process.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_seq_len: int = Field(512, ge=8, description="Longer rows are cut (completion end).")
@@ -126,6 +148,10 @@ class DistillConfig(_Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no")
     save_every: int = Field(50, ge=1, description="Checkpoint every N steps (and at the end).")
     log_every: int = Field(1, ge=1)
+    trackers: list[Literal["tensorboard", "wandb"]] | None = Field(
+        None, description="Besides metrics.jsonl; default: tensorboard when installed."
+    )
+    wandb_project: str = Field("retort", description="W&B project, with trackers: [wandb].")
     seed: int = Field(0)
 
     @model_validator(mode="before")
@@ -135,6 +161,10 @@ class DistillConfig(_Strict):
             return values
         objective = values.get("objective", "topk")
         values = {**values, "objective": OBJECTIVE_ALIASES.get(objective, objective)}
+        if values.get("max_tokens") is not None and values.get("max_steps") is None:
+            values["max_steps"] = 1_000_000  # the token budget ends the run
+        if values.get("kind") is None:
+            values["kind"] = "reverse_kl" if values["objective"] == "on_policy" else "forward_kl"
         if values.get("ce_weight") is None:
             values["ce_weight"] = 1.0 if values["objective"] == "sft" else 0.0
         return values
@@ -143,6 +173,7 @@ class DistillConfig(_Strict):
     def _needs_teacher(self) -> DistillConfig:
         reasons = {
             "objective online": self.objective == "online",
+            "objective on_policy": self.objective == "on_policy",
             "hidden_weight > 0": self.hidden_weight > 0,
             "student prune:N": self.student.startswith("prune:"),
         }

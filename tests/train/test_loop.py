@@ -111,7 +111,7 @@ def test_a_run_stopped_by_ctrl_c_and_resumed_logs_the_same_losses_as_an_uninterr
     resumed = distill(stopped, resume=True)
     assert resumed.steps == 6
     expected = [m["loss"] for m in metrics(straight.run_dir)]
-    assert [m["loss"] for m in metrics(resumed.run_dir)] == pytest.approx(expected, rel=1e-6)
+    assert [m["loss"] for m in metrics(resumed.run_dir)] == expected  # bitwise, on CPU
 
 
 def test_an_existing_run_folder_is_not_overwritten(tiny_model_dir, tiny_store, tmp_path):

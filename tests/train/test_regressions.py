@@ -37,7 +37,7 @@ def test_sigint_stops_at_a_step_boundary_and_resumes_exactly(tiny_model_dir, tin
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     resumed = distill(config, resume=True)
     expected = [m["loss"] for m in metrics(straight.run_dir)]
-    assert [m["loss"] for m in metrics(resumed.run_dir)] == pytest.approx(expected, rel=1e-6)
+    assert [m["loss"] for m in metrics(resumed.run_dir)] == expected  # bitwise, on CPU
 
 
 def test_resume_refuses_a_store_whose_rows_changed(tiny_model_dir, tiny_store, tmp_path):

@@ -61,7 +61,7 @@ class LocalTeacher:
         from transformers import GenerationConfig
 
         pad_id = self.tokenizer.pad_token_id
-        eos_ids = _eos_ids(self.model, self.tokenizer)
+        stops = eos_ids(self.model, self.tokenizer)
         input_ids, attention_mask = left_pad(prompts, pad_id)
         greedy = sampling.temperature == 0
         settings = GenerationConfig(
@@ -71,7 +71,7 @@ class LocalTeacher:
             top_p=None if greedy else sampling.top_p,
             top_k=None,  # no implicit top-k=50 truncation of the sampling distribution
             pad_token_id=pad_id,
-            eos_token_id=eos_ids,
+            eos_token_id=stops,
             output_logits=True,
             return_dict_in_generate=True,
         )
@@ -98,7 +98,7 @@ class LocalTeacher:
 
         results = []
         for row, tokens in enumerate(new_tokens.tolist()):
-            length, finish = _completion_length(tokens, eos_ids)
+            length, finish = _completion_length(tokens, stops)
             gen = Generation(completion_ids=tokens[:length], finish_reason=finish)
             gen.token_logprobs = token_logprobs[row, :length].tolist()
             if top_k > 0:
@@ -167,7 +167,8 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every token id that ends a completion: the generation config's and the tokenizer's."""
     configured = model.generation_config.eos_token_id
     ids = configured if isinstance(configured, list) else [configured]
     ids = [i for i in ids if i is not None]

@@ -24,10 +24,14 @@ import torch
 from retort.config import DistillConfig, load_yaml, save_yaml
 from retort.errors import ConfigError
 from retort.progress import Progress, Silent
+from retort.teachers.local import eos_ids
 from retort.train import checkpoint
-from retort.train.data import IGNORE, collate, examples_from_rows, micro_batch_indices
-from retort.train.objectives import KDRescaler, compute_terms, run_model
-from retort.train.setup import assemble
+from retort.train.data import IGNORE, Example, collate, examples_from_rows, micro_batch_indices
+from retort.train.metrics import MetricsSink
+from retort.train.objectives import KDRescaler, compute_terms, run_model, teacher_logprob_sum
+from retort.train.on_policy import on_policy_examples, seed_of_samples, student_samples
+from retort.train.schedule import BudgetSchedule
+from retort.train.setup import RunParts, assemble
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -40,6 +44,8 @@ RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps"}
 # What a run leaves before its first checkpoint; such a folder may simply start again.
 RESTARTABLE = {"config.yaml", "metrics.jsonl", "checkpoints"}
 TERMS = ("ce", "kd", "hidden", "captured_mass")
+# Sums kept per step (and added over processes) to log per-token or per-sample means.
+SUMS = ("loss", *TERMS, "teacher_logprob", "sample_tokens", "samples")
 
 
 @dataclass
@@ -64,7 +70,6 @@ def distill(
     """Train ``config.student`` on ``config.data``; writes ``config.out`` (see DistillConfig)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_cosine_schedule_with_warmup
 
     progress = progress or Silent()
     run_dir = Path(config.out)
@@ -83,13 +88,14 @@ def distill(
     set_seed(config.seed)
     model = parts.student
     model.config.use_cache = False
-    trainable = list(model.parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
     if parts.projector is not None:
         trainable += list(parts.projector.parameters())
     optimizer = torch.optim.AdamW(
         trainable, lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.max_steps)
+    schedule = BudgetSchedule(config)
+    scheduler = schedule.scheduler(optimizer)
     # The scheduler stays out of prepare(): accelerate would step it once per process per step.
     model, optimizer = accelerator.prepare(model, optimizer)
     projector = parts.projector
@@ -97,14 +103,16 @@ def distill(
         has_weights = any(True for _ in projector.parameters())
         projector = accelerator.prepare(projector) if has_weights else projector
     teacher_model = None
+    teacher_device = torch.device(config.teacher_device or accelerator.device)
     if plan.needs_teacher:
-        teacher_model = parts.teacher.model.to(accelerator.device).eval()
+        # Inference only: never prepared (no DDP/FSDP wrapper, no optimizer state), no grads.
+        teacher_model = parts.teacher.model.to(teacher_device).eval()
         teacher_model.requires_grad_(False)
     heads = None
     if not plan.student_logits:  # fused path: logits are rebuilt from hidden states in chunks
         heads = (
             accelerator.unwrap_model(model).get_output_embeddings().weight,
-            teacher_model.get_output_embeddings().weight,
+            teacher_model.get_output_embeddings().weight.to(accelerator.device),
         )
     rescaler = KDRescaler()
 
@@ -120,6 +128,7 @@ def distill(
                 f"({info.get('data')} → {data_identity}); resume needs the same data"
             )
         step = info["step"]
+        schedule.tokens = info.get("tokens", 0)
         if projector is not None:
             accelerator.unwrap_model(projector).load_state_dict(extra["projector"])
         rescaler.load_state_dict(extra.get("kd_rescaler", {}))
@@ -138,40 +147,29 @@ def distill(
             "store": str(parts.store.path),
             "store_fingerprint": parts.store.fingerprint,
             "data": data_identity,
+            "tokens": schedule.tokens,
         }
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             checkpoint.save(run_dir, step, unwrapped, optimizer, scheduler, info, extra)
         accelerator.wait_for_everyone()
 
-    pad_id = parts.tokenizer.pad_token_id
-    top_k = parts.top_k if config.objective == "topk" else 0
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world = accelerator.num_processes
+    batches = StepBatches(config, examples, parts, accelerator.process_index, world)
+    sink = MetricsSink(run_dir, config, accelerator)
     started = time.perf_counter()
     last_loss = float("nan")
     model.train()
-    progress.start("distill", total=config.max_steps - step, unit="steps")
+    if config.max_tokens:
+        progress.start("distill", total=config.max_tokens, unit="tokens")
+    else:
+        progress.start("distill", total=config.max_steps - step, unit="steps")
     stop = StepBoundaryInterrupt()
     try:
-        while step < config.max_steps:
+        while not schedule.finished(step):
             stop.check()  # a Ctrl-C during the last step lands here, with the step whole
             tick = time.perf_counter()
-            micro_batches = [
-                collate([examples[i] for i in indices], pad_id, top_k)
-                for indices in (
-                    micro_batch_indices(
-                        len(examples),
-                        step,
-                        micro,
-                        config.batch_size,
-                        config.grad_accum,
-                        config.seed,
-                        rank,
-                        world,
-                    )
-                    for micro in range(config.grad_accum)
-                )
-            ]
+            micro_batches = batches.of_step(step, accelerator.unwrap_model(model))
             # The loss of the step is a mean over every target token of every micro-batch on
             # every process; DDP averages gradients over processes, so scale by world back up.
             local_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
@@ -179,16 +177,21 @@ def distill(
                 torch.tensor(local_tokens, device=accelerator.device), "sum"
             ).clamp_min(1)
             kd_scale = rescaler.scale if config.kd_rescale else 1.0
-            sums: dict[str, float] = {"loss": 0.0}
+            sums = dict.fromkeys(SUMS, 0.0)
+            present: set[str] = set()
             for batch in micro_batches:
+                sampled = batch.pop("sampled")
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 student_out = run_model(model, batch, plan.student_logits, plan.student_hidden)
                 teacher_out = None
                 if teacher_model is not None:
                     with torch.no_grad():
                         teacher_out = run_model(
-                            teacher_model, batch, plan.teacher_logits, plan.teacher_hidden
-                        )
+                            teacher_model,
+                            {k: v.to(teacher_device) for k, v in batch.items()},
+                            plan.teacher_logits,
+                            plan.teacher_hidden,
+                        ).to(accelerator.device)
                 terms = compute_terms(
                     config,
                     batch,
@@ -205,28 +208,42 @@ def distill(
                 for name in TERMS:
                     value = getattr(terms, name)
                     if value is not None:
-                        sums[name] = sums.get(name, 0.0) + float(value)
+                        sums[name] += float(value)
+                present.update(n for n in TERMS if getattr(terms, n) is not None)
+                if sampled:
+                    head = heads[1] if heads else None
+                    sums["teacher_logprob"] += float(
+                        teacher_logprob_sum(
+                            teacher_out, batch, head, parts.vocab_size, config.chunk_size
+                        )
+                    )
+                    sums["sample_tokens"] += float((batch["labels"][:, 1:] != IGNORE).sum())
+                    sums["samples"] += batch["labels"].shape[0]
             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
+            schedule.tokens += int(global_tokens)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            per_token = {name: total / max(local_tokens, 1) for name, total in sums.items()}
-            if config.kd_rescale and "ce" in per_token and "kd" in per_token:
-                rescaler.update(per_token["ce"], per_token["kd"])
-            last_loss = per_token["loss"]
-            record: dict[str, Any] = {"step": step, **per_token}
+            totals = _sum_over_processes(accelerator, sums)
+            record = _step_record(step, totals, present, int(global_tokens))
+            if config.kd_rescale and "ce" in record and "kd" in record:
+                rescaler.update(record["ce"], record["kd"])
+            last_loss = record["loss"]
             record["lr"] = scheduler.get_last_lr()[0]
             record["tokens"] = int(global_tokens)
-            record["tokens_per_s"] = int(global_tokens) / (time.perf_counter() - tick)
+            record["tokens_seen"] = schedule.tokens
+            seconds = time.perf_counter() - tick
+            record["step_seconds"] = seconds
+            record["tokens_per_s"] = int(global_tokens) / seconds
             if config.kd_rescale:
                 record["kd_scale"] = kd_scale
-            if accelerator.is_main_process and step % config.log_every == 0:
-                with (run_dir / "metrics.jsonl").open("a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-            progress.advance(1, loss=last_loss)
-            if step % config.save_every == 0 or step == config.max_steps:
+            if step % config.log_every == 0:
+                sink.write(record)
+            advance = int(global_tokens) if config.max_tokens else 1
+            progress.advance(advance, loss=last_loss)
+            if step % config.save_every == 0 or schedule.finished(step):
                 save()
     except KeyboardInterrupt:
         # Keep what is done: a checkpoint of the last finished step, for --resume.
@@ -236,12 +253,86 @@ def distill(
     finally:
         stop.restore()
         progress.finish()
+        sink.close()
 
     final_dir = run_dir / "final"
     if accelerator.is_main_process:
         _save_final(accelerator.unwrap_model(model), parts.tokenizer, final_dir)
     accelerator.wait_for_everyone()
     return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
+
+
+class StepBatches:
+    """The micro-batches of each optimizer step, a function of (seed, step, process): slices of
+    the store's examples, or for on_policy (with probability lmbda) the same prompts completed
+    by the student."""
+
+    def __init__(
+        self, config: DistillConfig, examples: list[Example], parts: RunParts, rank: int, world: int
+    ) -> None:
+        self.config = config
+        self.examples = examples
+        self.pad_id = parts.tokenizer.pad_token_id
+        self.top_k = parts.top_k if config.objective == "topk" else 0
+        self.eos_ids = eos_ids(parts.student, parts.tokenizer)
+        self.rank, self.world = rank, world
+
+    def of_step(self, step: int, student: PreTrainedModel) -> list[dict[str, Any]]:
+        config = self.config
+        micro_batches = []
+        for micro in range(config.grad_accum):
+            indices = micro_batch_indices(
+                len(self.examples),
+                step,
+                micro,
+                config.batch_size,
+                config.grad_accum,
+                config.seed,
+                self.rank,
+                self.world,
+            )
+            chosen = [self.examples[i] for i in indices]
+            sampled = config.objective == "on_policy" and student_samples(
+                config.seed, step, micro, config.lmbda
+            )
+            if sampled:
+                chosen = on_policy_examples(
+                    chosen,
+                    student,
+                    self.pad_id,
+                    self.eos_ids,
+                    config.sample_max_new_tokens,
+                    config.sample_temperature,
+                    seed_of_samples(config.seed, step, micro, self.rank),
+                    config.max_seq_len,
+                )
+            batch: dict[str, Any] = collate(chosen, self.pad_id, self.top_k)
+            batch["sampled"] = sampled
+            micro_batches.append(batch)
+        return micro_batches
+
+
+def _sum_over_processes(accelerator: Any, sums: dict[str, float]) -> dict[str, float]:
+    if accelerator.num_processes == 1:
+        return sums
+    values = torch.tensor([sums[k] for k in SUMS], dtype=torch.float64, device=accelerator.device)
+    reduced = accelerator.reduce(values, "sum").tolist()
+    return dict(zip(SUMS, reduced, strict=True))
+
+
+def _step_record(
+    step: int, totals: dict[str, float], present: set[str], tokens: int
+) -> dict[str, Any]:
+    """Per-token means over the whole step (every micro-batch, every process)."""
+    record: dict[str, Any] = {"step": step, "loss": totals["loss"] / tokens}
+    for name in TERMS:
+        if name in present:
+            record[name] = totals[name] / tokens
+    if totals["samples"]:
+        record["sample_length"] = totals["sample_tokens"] / totals["samples"]
+        record["teacher_logprob"] = totals["teacher_logprob"] / max(totals["sample_tokens"], 1)
+        record["sampled_fraction"] = totals["sample_tokens"] / tokens
+    return record
 
 
 class StepBoundaryInterrupt:

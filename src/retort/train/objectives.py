@@ -4,7 +4,8 @@
 
 - CE: cross-entropy on the teacher's completion tokens (sequence-level KD; all of ``sft``).
 - KD: the chosen divergence (``kind``) against the stored top-k (``topk``) or the live teacher's
-  full distribution (``online``, computed from hidden states in chunks when ``fused``).
+  full distribution (``online``, computed from hidden states in chunks when ``fused``), on the
+  stored completions or on the student's own samples (``on_policy``, see on_policy.py).
 - H: feature loss between matched hidden states (``hidden_weight`` > 0).
 - s: 1, or with ``kd_rescale`` the running ratio of CE to KD magnitudes, so neither term drowns
   the other.
@@ -34,6 +35,8 @@ from retort.losses import (
 )
 from retort.train.data import IGNORE
 
+# Objectives whose KD term is against the live teacher's full distribution.
+LIVE_TEACHER = ("online", "on_policy")
 # logits_to_keep=<no positions>: the model returns hidden states and skips its (T × V) head.
 NO_LOGITS = torch.empty(0, dtype=torch.long)
 
@@ -53,7 +56,7 @@ class ForwardPlan:
 
     @classmethod
     def of(cls, config: DistillConfig, fused_ok: bool = True) -> ForwardPlan:
-        online = config.objective == "online"
+        online = config.objective in LIVE_TEACHER
         fused = online and config.fused and fused_ok
         hidden = config.hidden_weight > 0
         return cls(
@@ -70,6 +73,13 @@ class Forward:
 
     logits: torch.Tensor | None
     hidden_states: tuple[torch.Tensor, ...] | None
+
+    def to(self, device: torch.device) -> Forward:
+        """On ``device`` (a teacher placed elsewhere hands its outputs to the student's)."""
+        return Forward(
+            self.logits.to(device) if self.logits is not None else None,
+            tuple(h.to(device) for h in self.hidden_states) if self.hidden_states else None,
+        )
 
 
 def run_model(model: Any, batch: dict[str, torch.Tensor], logits: bool, hidden: bool) -> Forward:
@@ -181,9 +191,9 @@ def compute_terms(
             logits, batch["topk_ids"][:, 1:], topk_logprobs, config.kind, **kd_options
         )
         terms.captured_mass = captured_mass(topk_logprobs, mask) * mask.sum()
-    elif config.objective == "online" and logits is not None:
+    elif config.objective in LIVE_TEACHER and logits is not None:
         kd = divergence(logits, teacher.logits[:, :-1, :vocab_size], config.kind, **kd_options)
-    elif config.objective == "online":
+    elif config.objective in LIVE_TEACHER:
         kd = fused_divergence(
             student.hidden_states[-1][:, :-1],
             heads[0][:vocab_size],
@@ -226,3 +236,21 @@ def fused_head_matches(model: Any) -> bool:
         out = model(input_ids=ids, output_hidden_states=True)
         rebuilt = out.hidden_states[-1] @ head.weight.T
     return torch.allclose(rebuilt.float(), out.logits.float(), rtol=1e-3, atol=1e-3)
+
+
+@torch.no_grad()
+def teacher_logprob_sum(
+    teacher: Forward,
+    batch: dict[str, torch.Tensor],
+    head: torch.Tensor | None,
+    vocab_size: int,
+    chunk_size: int,
+) -> torch.Tensor:
+    """The teacher's summed log-probability of the batch's target tokens (how much it likes
+    what was written), from its logits or, fused, from its last hidden state in chunks."""
+    targets = batch["labels"][:, 1:]
+    if teacher.logits is not None:
+        logits = teacher.logits[:, :-1, :vocab_size].float().flatten(0, 1)
+        return -F.cross_entropy(logits, targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    hidden = teacher.hidden_states[-1][:, :-1]
+    return -chunked_cross_entropy(hidden, head[:vocab_size], targets, chunk_size=chunk_size)

@@ -18,7 +18,7 @@ from retort.models.pruning import parse_prune_spec
 from retort.models.students import load_student
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
-from retort.train.objectives import ForwardPlan, fused_head_matches
+from retort.train.objectives import LIVE_TEACHER, ForwardPlan, fused_head_matches
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -83,7 +83,7 @@ def assemble(
         )
     # Fused KD rebuilds logits from the last hidden state and the head weight: both heads must
     # be plain linear maps, else fall back to materialized logits.
-    fused = plan.teacher_hidden and config.objective == "online" and config.fused
+    fused = plan.teacher_hidden and config.objective in LIVE_TEACHER and config.fused
     if fused and not (fused_head_matches(student) and fused_head_matches(teacher.model)):
         log.warning("fused KD does not reproduce this model's logits; using full logits")
         plan = ForwardPlan.of(config, fused_ok=False)

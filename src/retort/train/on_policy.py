@@ -1,0 +1,107 @@
+"""On-policy distillation (GKD): the student writes, the teacher grades every token it wrote.
+
+Per micro-batch a coin with probability ``lmbda`` decides whether the batch's prompts are
+completed by the student (sampled with its KV cache, under no_grad) or keep the teacher's stored
+completions. Either way the KD term is the chosen divergence against the live teacher on those
+tokens, so λ = 0 is online KD on the store and λ = 1 is pure on-policy distillation.
+
+Coins and samples are functions of (seed, step, micro-batch, process): a resumed run draws
+exactly what the uninterrupted one drew, with no generator state to save.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from retort.teachers.local import left_pad
+from retort.train.data import IGNORE, Example
+
+
+def _generator_seed(seed: int, step: int, micro: int, rank: int, salt: int) -> int:
+    return (((seed * 1_000_003 + step) * 1_009 + micro) * 101 + rank) * 7 + salt
+
+
+def student_samples(seed: int, step: int, micro: int, lmbda: float) -> bool:
+    """The coin of one micro-batch; the same on every process, so all sample or none do."""
+    if lmbda >= 1.0:
+        return True
+    generator = torch.Generator().manual_seed(_generator_seed(seed, step, micro, 0, 1))
+    return bool(torch.rand((), generator=generator) < lmbda)
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    prompts: list[list[int]],
+    pad_id: int,
+    eos_ids: list[int],
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+) -> list[list[int]]:
+    """Sampled completions of ``prompts``, each cut after its first EOS (kept)."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    input_ids, attention_mask = left_pad(prompts, pad_id)
+    settings = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_p=None,
+        top_k=None,  # the student's own distribution, not a top-50 truncation of it
+        pad_token_id=pad_id,
+        eos_token_id=eos_ids,
+        use_cache=True,
+    )
+    was_training = model.training
+    model.eval()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the training RNG stream is left untouched
+        torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=settings,
+        )
+    model.train(was_training)
+    completions = []
+    for tokens in out[:, input_ids.shape[1] :].tolist():
+        end = next((i + 1 for i, t in enumerate(tokens) if t in eos_ids), len(tokens))
+        completions.append(tokens[:end])
+    return completions
+
+
+def on_policy_examples(
+    examples: list[Example],
+    model: Any,
+    pad_id: int,
+    eos_ids: list[int],
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    max_seq_len: int,
+) -> list[Example]:
+    """The examples' prompts with the student's sampled completions as targets (cut to fit
+    ``max_seq_len``)."""
+    prompts = [e.input_ids[: e.prompt_length] for e in examples]
+    completions = sample_completions(
+        model, prompts, pad_id, eos_ids, max_new_tokens, temperature, seed
+    )
+    return [
+        Example(
+            input_ids=prompt + completion,
+            labels=[IGNORE] * len(prompt) + completion,
+            topk_ids=None,
+            topk_logprobs=None,
+            prompt_length=len(prompt),
+        )
+        for prompt, completion in zip(prompts, completions, strict=True)
+        for completion in [completion[: max_seq_len - len(prompt)]]
+    ]
+
+
+def seed_of_samples(seed: int, step: int, micro: int, rank: int) -> int:
+    return _generator_seed(seed, step, micro, rank, 2)

@@ -1,0 +1,98 @@
+"""On-policy distillation on tiny models: the student samples, the teacher grades, only the
+student learns; λ mixes in the store; resume is exact with sampling in the loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retort.config import DistillConfig
+from retort.models.loading import load_model, resolve
+from retort.teachers.local import LocalTeacher
+from retort.train.loop import distill
+from retort.train.on_policy import sample_completions, student_samples
+from tests.train.test_loop import StopAt, metrics, settings
+
+
+def on_policy(tiny_model_dir, tiny_store, out, **overrides) -> DistillConfig:
+    values = {"objective": "on_policy", "sample_max_new_tokens": 10, "max_steps": 4}
+    return settings(tiny_model_dir, tiny_store, out, **{**values, **overrides})
+
+
+def test_on_policy_trains_the_student_only_and_logs_its_samples(
+    tiny_model_dir, tiny_store, tmp_path
+):
+    teacher = LocalTeacher.load(str(tiny_model_dir))
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    config = on_policy(tiny_model_dir, tiny_store, tmp_path / "run")
+    assert config.kind == "reverse_kl"  # the on-policy default
+    result = distill(config, teacher=teacher)
+
+    after = teacher.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
+    student = load_model(resolve(str(result.final_dir)))
+    changed = [
+        not torch.equal(student.state_dict()[k], before[k].to(student.dtype))
+        for k in student.state_dict()
+        if k in before and "layers.1." not in k  # prune:2 keeps teacher layers 0 and 3
+    ]
+    assert any(changed)
+    for record in metrics(result.run_dir):
+        assert 1 <= record["sample_length"] <= 10
+        assert record["teacher_logprob"] < 0
+        assert record["kd"] >= 0
+        assert record["sampled_fraction"] == 1.0
+
+
+def test_lmbda_zero_is_online_kd_on_the_store(tiny_model_dir, tiny_store, tmp_path):
+    mixed = distill(on_policy(tiny_model_dir, tiny_store, tmp_path / "a", lmbda=0.0))
+    online = distill(
+        settings(
+            tiny_model_dir,
+            tiny_store,
+            tmp_path / "b",
+            objective="online",
+            max_steps=4,
+            kind="reverse_kl",
+        )
+    )
+    got = [m["loss"] for m in metrics(mixed.run_dir)]
+    assert got == pytest.approx([m["loss"] for m in metrics(online.run_dir)], rel=1e-6)
+    assert not any("sample_length" in m for m in metrics(mixed.run_dir))
+
+
+def test_lmbda_mixes_student_samples_and_stored_batches_by_a_seeded_coin():
+    coins = [student_samples(0, step, 0, 0.5) for step in range(200)]
+    assert 70 < sum(coins) < 130
+    assert coins == [student_samples(0, step, 0, 0.5) for step in range(200)]  # reproducible
+
+
+def test_samples_stop_after_the_first_eos_and_leave_the_training_rng_alone(
+    tiny_model_dir, tiny_tokenizer
+):
+    model = load_model(resolve(str(tiny_model_dir)))
+    eos = tiny_tokenizer.eos_token_id
+    prompts = [tiny_tokenizer("Name a colour.")["input_ids"], [5, 6, 7]]
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    first = sample_completions(model, prompts, eos, [eos], 12, 1.0, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert first == sample_completions(model, prompts, eos, [eos], 12, 1.0, seed=3)
+    for completion in first:
+        assert 1 <= len(completion) <= 12
+        assert eos not in completion[:-1]
+
+
+def test_on_policy_resumed_after_ctrl_c_logs_the_same_losses(tiny_model_dir, tiny_store, tmp_path):
+    overrides = {"lmbda": 0.5, "max_steps": 6, "save_every": 100}
+    straight = distill(on_policy(tiny_model_dir, tiny_store, tmp_path / "a", **overrides))
+    stopped = on_policy(tiny_model_dir, tiny_store, tmp_path / "b", **overrides)
+    with pytest.raises(KeyboardInterrupt):
+        distill(stopped, progress=StopAt(3))
+    resumed = distill(stopped, resume=True)
+    want = metrics(straight.run_dir)
+    got = metrics(resumed.run_dir)
+    assert [m["loss"] for m in got] == [m["loss"] for m in want]  # bitwise, on CPU
+    assert [m.get("sample_length") for m in got] == [m.get("sample_length") for m in want]
+    assert any("sample_length" in m for m in want) and not all("sample_length" in m for m in want)
