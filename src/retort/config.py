@@ -80,6 +80,40 @@ class GenerateConfig(_Strict):
         return self
 
 
+class LoraSettings(_Strict):
+    """A LoRA adapter on the student (PEFT): only the adapters train."""
+
+    r: int = Field(16, ge=1, description="Rank of each adapter.")
+    alpha: float = Field(32.0, gt=0.0, description="Scale numerator: updates scale by alpha/r.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    targets: list[str] | str = Field(
+        "all-linear",
+        description="Module names to adapt, or all-linear (every linear but the head).",
+    )
+
+
+def parse_lora(spec: str) -> dict[str, Any]:
+    """``r=16,alpha=32,targets=q_proj,v_proj`` → a mapping; a bare name after ``targets=``
+    adds one more target."""
+    values: dict[str, Any] = {}
+    last = None
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        key, sep, value = item.partition("=")
+        if not sep:
+            if last != "targets":
+                raise ConfigError(
+                    f"--lora {spec!r}: '{item}' is not KEY=VALUE; "
+                    "e.g. r=16,alpha=32,targets=q_proj,v_proj"
+                )
+            values["targets"].append(item)
+            continue
+        last = key
+        values[key] = [value] if key == "targets" else yaml.safe_load(value)
+    if values.get("targets") == ["all-linear"]:
+        values["targets"] = "all-linear"
+    return values
+
+
 class DistillConfig(_Strict):
     """Settings of ``retort distill``: a student trained on a store (and maybe a live teacher).
 
@@ -93,6 +127,9 @@ class DistillConfig(_Strict):
     student: str = Field(description="`prune:N` (N layers of the teacher) or a model spec.")
     teacher: str | None = Field(
         None, description="Model spec; needed by online, hidden_weight > 0 and prune:N students."
+    )
+    lora: LoraSettings | None = Field(
+        None, description="Train a LoRA adapter instead of every weight (--lora r=16,alpha=32)."
     )
     teacher_device: str | None = Field(
         None,

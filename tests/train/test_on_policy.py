@@ -96,3 +96,14 @@ def test_on_policy_resumed_after_ctrl_c_logs_the_same_losses(tiny_model_dir, tin
     assert [m["loss"] for m in got] == [m["loss"] for m in want]  # bitwise, on CPU
     assert [m.get("sample_length") for m in got] == [m.get("sample_length") for m in want]
     assert any("sample_length" in m for m in want) and not all("sample_length" in m for m in want)
+
+
+def test_a_token_budget_ends_the_run_and_drives_the_schedule(tiny_model_dir, tiny_store, tmp_path):
+    config = on_policy(tiny_model_dir, tiny_store, tmp_path / "run", max_steps=None, max_tokens=150)
+    result = distill(config)
+    records = metrics(result.run_dir)
+    seen = [m["tokens_seen"] for m in records]
+    assert seen[-1] >= 150 > seen[-2]  # stops at the first step past the budget
+    assert seen == sorted(seen) and seen[0] == records[0]["tokens"]
+    assert records[-1]["lr"] == 0.0  # the cosine reaches zero exactly at the budget
+    assert 0 < records[-2]["lr"] < config.learning_rate

@@ -21,13 +21,17 @@ def distill(
         str | None, typer.Option(help="`prune:N` (N teacher layers) or a model spec.")
     ] = None,
     teacher: Annotated[str | None, typer.Option(help="Teacher model spec.")] = None,
-    objective: Annotated[str | None, typer.Option(help="sft | topk | online")] = None,
+    objective: Annotated[str | None, typer.Option(help="sft | topk | online | on_policy")] = None,
     kind: Annotated[
         str | None,
         typer.Option(
             help="KD divergence: forward_kl | reverse_kl | jsd | skew_forward_kl | "
             "skew_reverse_kl | tvd"
         ),
+    ] = None,
+    lmbda: Annotated[
+        float | None,
+        typer.Option(help="on_policy: share of batches the student samples (GKD's λ; default 1)."),
     ] = None,
     beta: Annotated[float | None, typer.Option(help="jsd mixture weight, in (0, 1).")] = None,
     alpha: Annotated[float | None, typer.Option(help="Skew weight of the skew KLs.")] = None,
@@ -37,7 +41,14 @@ def distill(
     kd_rescale: Annotated[
         bool | None, typer.Option(help="Scale KD to the running magnitude of CE.")
     ] = None,
+    lora: Annotated[
+        str | None,
+        typer.Option(help="Train a LoRA adapter: `r=16,alpha=32,targets=q_proj,v_proj`."),
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Token budget: stop after this many target tokens.")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sequences per micro-batch.")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
@@ -54,16 +65,23 @@ def distill(
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its last checkpoint.")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Print the plan (sizes, tokens, memory, timed steps); train nothing."),
+    ] = False,
 ) -> None:
     """Distill a teacher into a student.
 
     The loss is ce_weight·CE + kd_weight·T²·KD + hidden_weight·H over the teacher's completion
     tokens, averaged over all target tokens of the optimizer step. KD is the --kind divergence
     against the stored top-k (topk) or the live teacher (online; fused from hidden states, so
-    no full logits are held). See docs/losses.md. Writes RUN/config.yaml, RUN/metrics.jsonl,
-    RUN/checkpoints/ and the trained student as a Hugging Face folder in RUN/final.
+    no full logits are held); on_policy has the student write the completions (with
+    probability --lmbda) and the live teacher grade them (reverse_kl by default). See
+    docs/distill.md and docs/losses.md. Writes RUN/config.yaml, RUN/metrics.jsonl,
+    RUN/checkpoints/ and the trained student as a Hugging Face folder in RUN/final (with
+    --lora, the adapter: `retort merge RUN` writes the merged model).
     """
-    from retort.config import DistillConfig, apply_overrides, build, load_yaml
+    from retort.config import DistillConfig, apply_overrides, build, load_yaml, parse_lora
     from retort.train.loop import distill as run
 
     values: dict[str, Any] = load_yaml(config) if config else {}
@@ -75,11 +93,14 @@ def distill(
         "teacher": teacher,
         "objective": objective,
         "kind": kind,
+        "lmbda": lmbda,
         "beta": beta,
         "alpha": alpha,
         "hidden_weight": hidden_weight,
         "kd_rescale": kd_rescale,
+        "lora": parse_lora(lora) if lora else None,
         "max_steps": max_steps,
+        "max_tokens": max_tokens,
         "batch_size": batch_size,
         "grad_accum": grad_accum,
         "learning_rate": learning_rate,
@@ -91,8 +112,25 @@ def distill(
     values.update({k: v for k, v in flags.items() if v is not None})
     values = apply_overrides(values, overrides or [])
     settings = build(DistillConfig, values, source)
+    if dry_run:
+        _print_plan(settings)
+        return
     result = run(settings, resume=resume, progress=RichProgress())
     err.print(
         f"{result.run_dir}: {result.steps} steps, last loss {result.last_loss:.4f} "
         f"({result.seconds:.1f} s); student in {result.final_dir}"
     )
+
+
+def _print_plan(settings: Any) -> None:
+    from rich.table import Table
+
+    from retort.cli.console import out
+    from retort.train.plan import dry_run
+
+    err.print("dry run: timing a few steps in a scratch folder; nothing is written to --out")
+    plan = dry_run(settings)
+    table = Table(title=f"plan of {settings.out} ({settings.objective})", show_header=False)
+    for key, value in plan.items():
+        table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
+    out.print(table)

@@ -38,7 +38,7 @@ def save(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     state = {
-        "model": model.state_dict(),
+        "model": trained_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "extra": extra or {},  # e.g. a hidden-state projector, the KD rescaler
@@ -57,6 +57,18 @@ def save(
     return final
 
 
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights that change in training: all of them, or with LoRA the adapters alone
+    (the frozen base comes back from the student spec, so checkpoints stay small)."""
+    state = model.state_dict()
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {name: value for name, value in state.items() if name not in frozen}
+
+
+def _buffer_names(model: torch.nn.Module) -> set[str]:
+    return {name for name, _ in model.named_buffers()}
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = run_dir / "checkpoints"
@@ -71,7 +83,10 @@ def load(
     """Restore everything saved at ``path``; returns its trainer info (``step`` among it) and
     the ``extra`` states for the caller to restore."""
     state = torch.load(path / STATE_FILE, weights_only=False)
-    model.load_state_dict(state["model"])
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen - _buffer_names(model):
+        raise RuntimeError(f"{path}: checkpoint does not fit this model ({missing or unexpected})")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -14,6 +14,7 @@ from retort.config import DistillConfig
 from retort.errors import ConfigError, ModelError, StoreError
 from retort.losses import HiddenProjector, default_layer_map
 from retort.models.loading import load_tokenizer, resolve
+from retort.models.lora import add_lora
 from retort.models.pruning import parse_prune_spec
 from retort.models.students import load_student
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
@@ -90,6 +91,8 @@ def assemble(
     layer_map, projector = None, None
     if config.hidden_weight > 0:
         layer_map, projector = _hidden_matching(config, student, teacher.model)
+    if config.lora is not None:
+        student = add_lora(student, config.lora, seed=config.seed)
     return RunParts(
         store, rows, student, tokenizer, teacher, vocab_size, top_k, plan, layer_map, projector
     )
