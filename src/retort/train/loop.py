@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -84,7 +85,7 @@ def distill(
     data_identity = _data_identity(parts.rows)
     plan = parts.plan
 
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_processes())
     set_seed(config.seed)
     model = parts.student
     model.config.use_cache = False
@@ -333,6 +334,13 @@ def _step_record(
         record["teacher_logprob"] = totals["teacher_logprob"] / max(totals["sample_tokens"], 1)
         record["sampled_fraction"] = totals["sample_tokens"] / tokens
     return record
+
+
+def _cpu_processes() -> bool:
+    """Several processes on a machine without CUDA (torchrun, or `accelerate launch
+    --multi_gpu`): accelerate only forms a gloo group when told the processes are CPU ones."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return launched and not torch.cuda.is_available()
 
 
 class StepBoundaryInterrupt:

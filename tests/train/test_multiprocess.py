@@ -1,0 +1,83 @@
+"""Two processes under `accelerate launch` (DDP over gloo, on CPU) train exactly like one
+process with the same global batch: same data, same loss at every step, same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+def distill_command(tiny_model_dir, tiny_store, out, batch_size: int) -> list[str]:
+    return [
+        "-m",
+        "retort",
+        "distill",
+        "--data",
+        str(tiny_store),
+        "--out",
+        str(out),
+        "--student",
+        "prune:2",
+        "--teacher",
+        str(tiny_model_dir),
+        "--objective",
+        "online",
+        "--kind",
+        "jsd",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        str(batch_size),
+        "--learning-rate",
+        "3e-3",
+        "--set",
+        "warmup_steps=0",
+        "--set",
+        "trackers=[]",
+    ]
+
+
+def losses(run: Path) -> list[float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not installed")
+def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(
+    tiny_model_dir, tiny_store, tmp_path
+):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RETORT_LOG": "ERROR"}
+    one = tmp_path / "one"
+    subprocess.run(
+        [sys.executable, *distill_command(tiny_model_dir, tiny_store, one, 8)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    two = tmp_path / "two"
+    # --multi_gpu is accelerate's torchrun launcher; on a machine without CUDA retort asks
+    # accelerate for a CPU (gloo) group. (--cpu alone starts one process unless mpirun exists.)
+    launch = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    done = subprocess.run(
+        [*launch, *distill_command(tiny_model_dir, tiny_store, two, 4)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(losses(two)) == 3
+    for got, want in zip(losses(two), losses(one), strict=True):
+        assert abs(got - want) <= 1e-5 * max(1.0, abs(want))
+    weights_one = load_file(one / "final" / "model.safetensors")
+    weights_two = load_file(two / "final" / "model.safetensors")
+    for name, value in weights_one.items():
+        assert (weights_two[name] - value).abs().max() <= 1e-5, name
