@@ -29,7 +29,8 @@ def evaluate(
     speed_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per speed test.")] = 32,
 ) -> None:
     """Mean NLL of the teacher's completions, top-1 agreement, KL(teacher‖student), reference
-    accuracy, parameters and greedy tokens/s (batch 1 and 8), for each model."""
+    accuracy, T-NLL (the teacher's NLL of the model's own greedy answers: how much the teacher
+    likes what the model writes), parameters and greedy tokens/s (batch 1 and 8), per model."""
     from retort.errors import ConfigError
     from retort.evaluate.run import evaluate as run
     from retort.models.students import load_student
@@ -61,7 +62,7 @@ def eval_table(report: dict[str, Any], title: str = "held-out evaluation") -> Ta
         title=f"{title}: {report['rows']} held-out rows, {report['target_tokens']} teacher "
         f"tokens, {references} with a reference answer"
     )
-    columns = ("model", "params", "NLL↓", "top1↑", "KL↓", "acc↑", "tok/s b1", "tok/s b8")
+    columns = ("model", "params", "NLL↓", "top1↑", "KL↓", "acc↑", "T-NLL↓", "tok/s b1", "tok/s b8")
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right", no_wrap=True)
     for entry in report["models"]:
@@ -73,6 +74,7 @@ def eval_table(report: dict[str, Any], title: str = "held-out evaluation") -> Ta
             fmt(entry["top1_agreement"]),
             fmt(entry["kl"]),
             "-" if accuracy is None else f"{accuracy:.2f}",
+            fmt(entry["teacher_nll_of_answers"]),
             fmt(entry["tokens_per_s_batch1"], 1),
             fmt(entry["tokens_per_s_batch8"], 1),
         )

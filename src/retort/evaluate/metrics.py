@@ -21,7 +21,7 @@ from retort.teachers.protocol import Sampling
 from retort.train.data import IGNORE, Example, collate
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel
 
 
 @torch.no_grad()
@@ -40,6 +40,7 @@ def teacher_forced(
     progress.start("eval: teacher-forced", total=len(examples), unit="rows")
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id)
+        batch = {k: v.to(teacher.device) for k, v in batch.items()}
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         targets = batch["labels"][:, 1:]  # (B, L-1)
         mask = targets != IGNORE
@@ -50,7 +51,8 @@ def teacher_forced(
             if model is teacher:
                 logits = teacher_logits
             else:
-                logits = model(**inputs).logits[:, :-1, :vocab_size].float()
+                here = {k: v.to(model.device) for k, v in inputs.items()}
+                logits = model(**here).logits[:, :-1, :vocab_size].float().to(teacher.device)
             sums[name]["nll"] += float(
                 F.cross_entropy(
                     logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum"
@@ -69,29 +71,42 @@ def teacher_forced(
     }
 
 
-def reference_accuracy(
+@torch.no_grad()
+def answer_metrics(
     model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    teacher: LocalTeacher,
     rows: list[dict[str, Any]],
     max_new_tokens: int,
     batch_size: int,
 ) -> dict[str, Any]:
-    """Greedy answers to the rows that carry a ``reference``, graded exact and contains."""
-    graded = [r for r in rows if r.get("reference")]
-    if not graded:
-        return {"exact_match": None, "contains_match": None, "reference_count": 0}
+    """The model's greedy answers to every row: graded against ``reference`` where a row has
+    one (exact, contains), and scored by the teacher (``teacher_nll_of_answers``: the teacher's
+    mean NLL per token of what the model wrote; how much the teacher likes it)."""
+    tokenizer = teacher.tokenizer
     runner = LocalTeacher(model, tokenizer)
     sampling = Sampling(max_new_tokens=max_new_tokens)
-    exact = contains = 0
-    for start in range(0, len(graded), batch_size):
-        chunk = graded[start : start + batch_size]
-        outputs = runner.generate([r["prompt_token_ids"] for r in chunk], sampling, top_k=0)
+    exact = contains = graded = 0
+    nll, tokens = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        prompts = [list(r["prompt_token_ids"]) for r in chunk]
+        outputs = runner.generate(prompts, sampling, top_k=0)
+        sequences = [p + o.completion_ids for p, o in zip(prompts, outputs, strict=True)]
+        for prompt, scored in zip(prompts, teacher.score(sequences, top_k=0), strict=True):
+            written = scored.token_logprobs[len(prompt) - 1 :]  # position i scores token i+1
+            nll -= sum(written)
+            tokens += len(written)
         for row, out in zip(chunk, outputs, strict=True):
+            if not row.get("reference"):
+                continue
             answer = tokenizer.decode(out.completion_ids, skip_special_tokens=True)
+            graded += 1
             exact += exact_match(answer, row["reference"])
             contains += contains_match(answer, row["reference"])
     return {
-        "exact_match": exact / len(graded),
-        "contains_match": contains / len(graded),
-        "reference_count": len(graded),
+        "exact_match": exact / graded if graded else None,
+        "contains_match": contains / graded if graded else None,
+        "reference_count": graded,
+        "teacher_nll_of_answers": nll / max(tokens, 1),
+        "answer_length": tokens / max(len(rows), 1),
     }

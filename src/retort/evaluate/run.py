@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from retort.capture.store import Store
 from retort.errors import ModelError, StoreError
-from retort.evaluate.metrics import reference_accuracy, teacher_forced
+from retort.evaluate.metrics import answer_metrics, teacher_forced
 from retort.evaluate.speed import tokens_per_second
 from retort.models.loading import parameter_count
 from retort.models.vocab import tokenizer_hash
@@ -40,7 +40,8 @@ def evaluate(
     Returns:
         ``{"data", "rows", "target_tokens", "models": [{"name", "parameters", "nll",
         "top1_agreement", "kl", "exact_match", "contains_match", "reference_count",
-        "tokens_per_s_batch1", "tokens_per_s_batch8"}, ...]}``, teacher first.
+        "teacher_nll_of_answers", "answer_length", "tokens_per_s_batch1",
+        "tokens_per_s_batch8"}, ...]}``, teacher first.
     """
     progress = progress or Silent()
     store = Store.open(data)
@@ -72,7 +73,7 @@ def evaluate(
         started = time.perf_counter()
         entry: dict[str, Any] = {"name": name, "parameters": parameter_count(model)}
         entry.update(scores[name])
-        entry.update(reference_accuracy(model, teacher.tokenizer, rows, answer_tokens, batch_size))
+        entry.update(answer_metrics(model, teacher, rows, answer_tokens, batch_size))
         entry["tokens_per_s_batch1"] = tokens_per_second(
             model, speed_prompts, 1, speed_tokens, pad_id
         )

@@ -27,7 +27,7 @@ def tokens_per_second(
     One short warm-up call first keeps one-time costs out of the figure.
     """
     rows = [prompts[i % len(prompts)] for i in range(batch_size)]
-    input_ids, attention_mask = left_pad(rows, pad_id)
+    input_ids, attention_mask = (t.to(model.device) for t in left_pad(rows, pad_id))
     settings = {
         "do_sample": False,
         "min_new_tokens": new_tokens,
@@ -41,6 +41,14 @@ def tokens_per_second(
         attention_mask=attention_mask,
         **{**settings, "min_new_tokens": 2, "max_new_tokens": 2},
     )
+    _synchronize(model.device)
     start = time.perf_counter()
     model.generate(input_ids=input_ids, attention_mask=attention_mask, **settings)
+    _synchronize(model.device)
     return batch_size * new_tokens / (time.perf_counter() - start)
+
+
+def _synchronize(device: torch.device) -> None:
+    """GPU work is asynchronous: wait for it, so the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -78,8 +78,8 @@ class LocalTeacher:
         if not greedy:
             torch.manual_seed(sampling.seed)
         out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            input_ids=input_ids.to(self.model.device),
+            attention_mask=attention_mask.to(self.model.device),
             generation_config=settings,
             streamer=_RowStreamer(on_token) if on_token else None,
         )
@@ -117,6 +117,7 @@ class LocalTeacher:
         for i, sequence in enumerate(sequences):
             ids[i, : len(sequence)] = torch.tensor(sequence)
             mask[i, : len(sequence)] = 1
+        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
         logprobs = torch.log_softmax(
             self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1
         )  # (B, T-1, V): position t scores token t+1
