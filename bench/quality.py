@@ -54,6 +54,11 @@ ROWS: dict[str, dict[str, Any] | None] = {
     "online_jsd_0.5": {"objective": "online", "kind": "jsd", "beta": 0.5},
     "on_policy_lmbda_1": {"objective": "on_policy", "lmbda": 1.0},
     "on_policy_lmbda_0.5": {"objective": "on_policy", "lmbda": 0.5},
+    # Not in the list: the usual practice of going on-policy only once the student
+    # writes sensibly (half the budget topk_kl, then half on_policy λ=1), and forward KL on
+    # the student's samples.
+    "topk_kl_then_on_policy": {"stages": [{"objective": "topk"}, {"objective": "on_policy"}]},
+    "on_policy_lmbda_1_forward_kl": {"objective": "on_policy", "kind": "forward_kl"},
 }
 METRICS = (
     "nll",
@@ -195,36 +200,37 @@ def run_row(
     print(f"row {name}", flush=True)
     student = prune_layers(teacher.model, STUDENT_LAYERS)
     row: dict[str, Any] = {"name": name, "trained_tokens": 0, "steps": 0, "train_seconds": 0.0}
-    if settings is not None:
+    stages = (settings or {}).get("stages") or ([settings] if settings else [])
+    for index, stage in enumerate(stages):
+        share = args.budget_tokens // len(stages)
+        out = args.work / "runs" / name / (f"stage-{index}" if len(stages) > 1 else "")
         config = DistillConfig(
             data=stores["train"],
-            out=args.work / "runs" / name,
+            out=out,
             student=f"prune:{STUDENT_LAYERS}",
             teacher=ALIAS,
-            max_tokens=args.budget_tokens,
+            max_tokens=share,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             warmup_steps=10,
             save_every=25,
             sample_max_new_tokens=args.max_new_tokens,
             trackers=[],
-            **settings,
+            **stage,
         )
         resume = (config.out / "checkpoints").is_dir()
         if not resume:
             shutil.rmtree(config.out, ignore_errors=True)
+        # A later stage continues training the same student object.
         result = distill(config, resume=resume, teacher=teacher, student=student, progress=progress)
-        last = json.loads((config.out / "metrics.jsonl").read_text().splitlines()[-1])
-        row.update(
-            trained_tokens=last["tokens_seen"],
-            steps=result.steps,
-            train_seconds=sum(
-                json.loads(line)["step_seconds"]
-                for line in (config.out / "metrics.jsonl").read_text().splitlines()
-            ),
-        )
-        if "sample_length" in last:
-            row["last_sample_length"] = last["sample_length"]
+        records = [
+            json.loads(line) for line in (config.out / "metrics.jsonl").read_text().splitlines()
+        ]
+        row["trained_tokens"] += records[-1]["tokens_seen"]
+        row["steps"] += result.steps
+        row["train_seconds"] += sum(r["step_seconds"] for r in records)
+        if "sample_length" in records[-1]:
+            row["last_sample_length"] = records[-1]["sample_length"]
     report = evaluate(
         teacher,
         {name: student},

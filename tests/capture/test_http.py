@@ -12,6 +12,7 @@ from retort.capture.store import Store
 from retort.config import GenerateConfig
 from retort.errors import TeacherError
 from retort.models.loading import load_tokenizer, resolve
+from retort.teachers import http as http_teacher
 from retort.teachers.chat import chat_messages, render_prompt
 from tests.conftest import assert_same_capture, write_jsonl
 from tests.servers import FaultServer
@@ -110,7 +111,7 @@ def fake_completion(prompt_ids: list[int], with_logprobs: bool) -> dict:
 def test_faults_end_as_rows_or_recorded_failures_with_matching_retry_counts(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(http_capture, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(http_teacher, "BACKOFF_BASE_S", 0.01)
     tokenizer = load_tokenizer(resolve(str(tiny_model_dir)))
     names = list(SCHEDULES) + list(FAILING)
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": n, "prompt": n} for n in names])

@@ -11,7 +11,6 @@ new requests once spent; prompts not attempted stay missing and the next run tak
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +21,8 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from retort.capture.store import ShardBuffer, Store
 from retort.progress import Progress
-from retort.teachers.http import HTTPTeacher, RequestFailed
+from retort.teachers.http import HTTPTeacher, RequestFailed, complete_with_retries
 from retort.teachers.protocol import Sampling
-
-BACKOFF_BASE_S = 0.5
-BACKOFF_MAX_S = 60.0
 
 
 @dataclass
@@ -110,23 +106,27 @@ async def capture(
             else:
                 body = teacher.request_body(prompt_ids, turns, sampling, top_k)
                 score_from = None
-            attempts = 0
-            while True:
-                attempts += 1
-                await wait_for_limits(len(prompt_ids) + sampling.max_new_tokens)
-                try:
-                    reply = await teacher.complete(client, body, score_from)
-                    break
-                except RequestFailed as failure:
-                    if not failure.retryable or attempts > settings.max_retries:
-                        outcome.failures.append(
-                            {"id": record.id, "reason": failure.reason, "attempts": attempts}
-                        )
-                        progress.advance(1)
-                        return
-                    outcome.retries += 1
-                    backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
-                    await asyncio.sleep(failure.retry_after or backoff * random.uniform(0.5, 1))
+            cost = len(prompt_ids) + sampling.max_new_tokens
+
+            def retried() -> None:
+                outcome.retries += 1
+
+            try:
+                reply, attempts = await complete_with_retries(
+                    teacher,
+                    client,
+                    body,
+                    score_from,
+                    settings.max_retries,
+                    before_attempt=lambda: wait_for_limits(cost),
+                    on_retry=retried,
+                )
+            except RequestFailed as failure:
+                outcome.failures.append(
+                    {"id": record.id, "reason": failure.reason, "attempts": failure.attempts}
+                )
+                progress.advance(1)
+                return
             outcome.prompt_tokens += reply.prompt_tokens or len(prompt_ids)
             outcome.completion_tokens += reply.completion_tokens
             if reply.unmapped:

@@ -10,7 +10,10 @@ through each token's bytes; a position that maps to no id is reported, never gue
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +23,18 @@ from retort.errors import TeacherError
 from retort.teachers.protocol import Capabilities, Generation, Sampling
 from retort.teachers.tokens import TokenText
 
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 60.0
+
 
 class RequestFailed(Exception):
-    """One request failed; ``retryable`` says whether trying again may help."""
+    """One request failed; ``retryable`` says whether trying again may help. ``attempts`` is
+    filled in by ``complete_with_retries`` when it gives up."""
 
     def __init__(self, reason: str, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason, self.retryable, self.retry_after = reason, retryable, retry_after
+        self.attempts = 1
 
 
 @dataclass
@@ -319,3 +327,32 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         except ValueError:
             return None  # an HTTP date: fall back to our own backoff
     return None
+
+
+async def complete_with_retries(
+    teacher: HTTPTeacher,
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    score_from: int | None,
+    max_retries: int,
+    before_attempt: Callable[[], Awaitable[None]] | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> tuple[HTTPReply, int]:
+    """``teacher.complete`` retried on retryable failures, waiting what the server asked
+    (retry-after) or an exponential backoff with jitter; returns the reply and the attempts.
+    Raises the last ``RequestFailed`` (with ``attempts``) when it gives up."""
+    attempts = 0
+    while True:
+        attempts += 1
+        if before_attempt is not None:
+            await before_attempt()  # e.g. client-side rate limits
+        try:
+            return await teacher.complete(client, body, score_from), attempts
+        except RequestFailed as failure:
+            if not failure.retryable or attempts > max_retries:
+                failure.attempts = attempts
+                raise
+            if on_retry is not None:
+                on_retry()
+            backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
+            await asyncio.sleep(failure.retry_after or backoff * random.uniform(0.5, 1))
