@@ -131,6 +131,15 @@ class DistillConfig(_Strict):
     lora: LoraSettings | None = Field(
         None, description="Train a LoRA adapter instead of every weight (--lora r=16,alpha=32)."
     )
+    # A teacher behind an HTTP API (teacher is an http(s)://.../v1 URL; on_policy only)
+    teacher_model: str | None = Field(None, description="HTTP teacher: model name on the server.")
+    tokenizer: str | None = Field(
+        None, description="HTTP teacher: its tokenizer (spec); default: teacher_model."
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable of the key.")
+    concurrency: int = Field(8, ge=1, description="HTTP teacher: scoring requests at once.")
+    max_retries: int = Field(5, ge=0, description="HTTP teacher: retries of a failed request.")
+    timeout: float = Field(120.0, gt=0, description="HTTP teacher: seconds per request.")
     teacher_device: str | None = Field(
         None,
         description="Device of the live teacher, e.g. cuda:1 or cpu (default: the student's).",
@@ -217,6 +226,13 @@ class DistillConfig(_Strict):
         why = [reason for reason, applies in reasons.items() if applies]
         if why and not self.teacher:
             raise ValueError(f"teacher: required by {why[0]}; pass --teacher SPEC")
+        remote = bool(self.teacher) and self.teacher.startswith(("http://", "https://"))
+        local_only = [r for r in why if r != "objective on_policy"]
+        if remote and local_only:
+            raise ValueError(
+                f"teacher: {local_only[0]} needs a local teacher (full distribution or "
+                "weights); an HTTP teacher serves on_policy, or capture with retort generate"
+            )
         return self
 
 

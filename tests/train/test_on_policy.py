@@ -107,3 +107,49 @@ def test_a_token_budget_ends_the_run_and_drives_the_schedule(tiny_model_dir, tin
     assert seen == sorted(seen) and seen[0] == records[0]["tokens"]
     assert records[-1]["lr"] == 0.0  # the cosine reaches zero exactly at the budget
     assert 0 < records[-2]["lr"] < config.learning_rate
+
+
+@pytest.fixture(scope="module")
+def small_student_dir(tmp_path_factory, tiny_tokenizer):
+    from tests.conftest import build_tiny_model, save_model
+
+    folder = tmp_path_factory.mktemp("small-student")
+    return save_model(build_tiny_model(tiny_tokenizer, layers=2, seed=5), tiny_tokenizer, folder)
+
+
+def test_an_http_teacher_grades_the_samples_like_the_local_one(
+    tiny_server, tiny_model_dir, small_student_dir, tiny_store, tmp_path
+):
+    common = {"student": str(small_student_dir), "max_steps": 2, "lmbda": 0.5, "seed": 3}
+    remote = distill(
+        on_policy(
+            tiny_model_dir,
+            tiny_store,
+            tmp_path / "remote",
+            **common,
+            teacher=tiny_server,
+            teacher_model="tiny",
+            tokenizer=str(tiny_model_dir),
+        )
+    )
+    local = distill(on_policy(tiny_model_dir, tiny_store, tmp_path / "local", **common))
+    got, want = metrics(remote.run_dir), metrics(local.run_dir)
+    assert all("captured_mass" in m for m in got)  # top-k KD: the server's or the store's
+    sampled = [i for i, m in enumerate(want) if "sample_length" in m]
+    assert sampled  # seed 3 samples at least one of the two steps
+    first = sampled[0]  # the student is still the same there in both runs: the same samples
+    assert got[first]["sample_length"] == want[first]["sample_length"]
+    assert got[first]["teacher_logprob"] == pytest.approx(want[first]["teacher_logprob"], abs=1e-4)
+
+
+def test_an_http_teacher_cannot_serve_objectives_that_need_its_weights(tiny_store, tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="prune:N needs a local teacher"):
+        DistillConfig(
+            data=tiny_store,
+            out=tmp_path / "run",
+            student="prune:2",
+            teacher="http://127.0.0.1:9/v1",
+            objective="on_policy",
+        )

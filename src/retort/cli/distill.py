@@ -20,7 +20,16 @@ def distill(
     student: Annotated[
         str | None, typer.Option(help="`prune:N` (N teacher layers) or a model spec.")
     ] = None,
-    teacher: Annotated[str | None, typer.Option(help="Teacher model spec.")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Teacher model spec, or an http(s)://…/v1 server (on_policy)."),
+    ] = None,
+    teacher_model: Annotated[
+        str | None, typer.Option(help="HTTP teacher: the model name on the server.")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="HTTP teacher: its tokenizer (default: --teacher-model).")
+    ] = None,
     objective: Annotated[str | None, typer.Option(help="sft | topk | online | on_policy")] = None,
     kind: Annotated[
         str | None,
@@ -91,6 +100,8 @@ def distill(
         "out": out,
         "student": student,
         "teacher": teacher,
+        "teacher_model": teacher_model,
+        "tokenizer": tokenizer,
         "objective": objective,
         "kind": kind,
         "lmbda": lmbda,

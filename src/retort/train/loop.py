@@ -182,6 +182,9 @@ def distill(
             present: set[str] = set()
             for batch in micro_batches:
                 sampled = batch.pop("sampled")
+                teacher_logprob = batch.pop(
+                    "teacher_logprob"
+                )  # set when an HTTP teacher scored the samples
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 student_out = run_model(model, batch, plan.student_logits, plan.student_hidden)
                 teacher_out = None
@@ -212,12 +215,12 @@ def distill(
                         sums[name] += float(value)
                 present.update(n for n in TERMS if getattr(terms, n) is not None)
                 if sampled:
-                    head = heads[1] if heads else None
-                    sums["teacher_logprob"] += float(
-                        teacher_logprob_sum(
+                    if teacher_logprob is None:  # the local teacher's forward pass has it
+                        head = heads[1] if heads else None
+                        teacher_logprob = teacher_logprob_sum(
                             teacher_out, batch, head, parts.vocab_size, config.chunk_size
                         )
-                    )
+                    sums["teacher_logprob"] += float(teacher_logprob)
                     sums["sample_tokens"] += float((batch["labels"][:, 1:] != IGNORE).sum())
                     sums["samples"] += batch["labels"].shape[0]
             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
@@ -274,7 +277,12 @@ class StepBatches:
         self.config = config
         self.examples = examples
         self.pad_id = parts.tokenizer.pad_token_id
-        self.top_k = parts.top_k if config.objective == "topk" else 0
+        self.scorer = parts.scorer
+        self.top_k = 0
+        if parts.scorer is not None:
+            self.top_k = parts.scorer.top_k
+        elif config.objective == "topk":
+            self.top_k = parts.top_k
         self.eos_ids = eos_ids(parts.student, parts.tokenizer)
         self.rank, self.world = rank, world
 
@@ -307,10 +315,26 @@ class StepBatches:
                     seed_of_samples(config.seed, step, micro, self.rank),
                     config.max_seq_len,
                 )
+            teacher_logprob = None
+            if sampled and self.scorer is not None:
+                teacher_logprob = self._score_remotely(chosen)
             batch: dict[str, Any] = collate(chosen, self.pad_id, self.top_k)
             batch["sampled"] = sampled
+            batch["teacher_logprob"] = teacher_logprob
             micro_batches.append(batch)
         return micro_batches
+
+    def _score_remotely(self, examples: list[Example]) -> float:
+        """Fill the samples' top-k from the HTTP teacher; returns its summed logprob of them."""
+        scored = self.scorer.score(
+            [e.input_ids for e in examples], [e.prompt_length for e in examples]
+        )
+        total = 0.0
+        for example, generation in zip(examples, scored, strict=True):
+            example.topk_ids = generation.topk_ids
+            example.topk_logprobs = generation.topk_logprobs
+            total += sum(generation.token_logprobs)
+        return total
 
 
 def _sum_over_processes(accelerator: Any, sums: dict[str, float]) -> dict[str, float]:

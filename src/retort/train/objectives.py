@@ -34,9 +34,18 @@ from retort.losses import (
     sparse_divergence,
 )
 from retort.train.data import IGNORE
+from retort.train.remote_teacher import is_remote
 
 # Objectives whose KD term is against the live teacher's full distribution.
 LIVE_TEACHER = ("online", "on_policy")
+
+
+def uses_topk(config: DistillConfig) -> bool:
+    """KD against top-k logprobs in the batch: stored ones, or an HTTP teacher's scores."""
+    remote_on_policy = config.objective == "on_policy" and is_remote(config.teacher)
+    return config.objective == "topk" or remote_on_policy
+
+
 # logits_to_keep=<no positions>: the model returns hidden states and skips its (T × V) head.
 NO_LOGITS = torch.empty(0, dtype=torch.long)
 
@@ -56,7 +65,7 @@ class ForwardPlan:
 
     @classmethod
     def of(cls, config: DistillConfig, fused_ok: bool = True) -> ForwardPlan:
-        online = config.objective in LIVE_TEACHER
+        online = config.objective in LIVE_TEACHER and not is_remote(config.teacher)
         fused = online and config.fused and fused_ok
         hidden = config.hidden_weight > 0
         return cls(
@@ -185,7 +194,7 @@ def compute_terms(
         terms.loss = terms.loss + config.ce_weight * ce
 
     kd = None
-    if config.objective == "topk":
+    if uses_topk(config):
         topk_logprobs = batch["topk_logprobs"][:, 1:]
         kd = sparse_divergence(
             logits, batch["topk_ids"][:, 1:], topk_logprobs, config.kind, **kd_options

@@ -20,11 +20,13 @@ from retort.models.students import load_student
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
 from retort.train.objectives import LIVE_TEACHER, ForwardPlan, fused_head_matches
+from retort.train.remote_teacher import RemoteScorer, is_remote
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+REMOTE_TOP_K = 20  # logprobs asked of an HTTP teacher when the store holds none
 
 
 @dataclass
@@ -41,6 +43,7 @@ class RunParts:
     plan: ForwardPlan  # what each forward pass must produce
     layer_map: list[int] | None  # hidden-state matching, when hidden_weight > 0
     projector: HiddenProjector | None
+    scorer: RemoteScorer | None = None  # an HTTP teacher grading on-policy samples
 
 
 def assemble(
@@ -54,11 +57,22 @@ def assemble(
     if not rows:
         raise StoreError(f"{config.data}: store has no rows; run retort generate first")
     top_k = int(store.fingerprint.get("top_k") or 0)
-    if config.objective == "topk" and top_k == 0:
+    needs_stored_topk = config.objective == "topk" or (
+        is_remote(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
+    )
+    if needs_stored_topk and top_k == 0:
         raise StoreError(
             f"{config.data}: store has no teacher logprobs (top_k 0); "
             "use --objective sft, or capture with --top-k 20"
         )
+    scorer = None
+    if is_remote(config.teacher):
+        scorer = RemoteScorer.connect(config, top_k or REMOTE_TOP_K)
+        if tokenizer_hash(scorer.teacher.tokenizer) != store.fingerprint.get("tokenizer_sha256"):
+            raise ModelError(
+                f"tokenizer {config.tokenizer or config.teacher_model}: differs from the one "
+                f"that made {config.data}; give the teacher's own tokenizer"
+            )
 
     keep = parse_prune_spec(config.student)
     plan = ForwardPlan.of(config)
@@ -94,7 +108,17 @@ def assemble(
     if config.lora is not None:
         student = add_lora(student, config.lora, seed=config.seed)
     return RunParts(
-        store, rows, student, tokenizer, teacher, vocab_size, top_k, plan, layer_map, projector
+        store,
+        rows,
+        student,
+        tokenizer,
+        teacher,
+        vocab_size,
+        top_k,
+        plan,
+        layer_map,
+        projector,
+        scorer,
     )
 
 

@@ -1,0 +1,86 @@
+"""On-policy distillation against a teacher behind an HTTP API.
+
+The server cannot hand over its full distribution, so the student's samples are scored through
+score mode (vLLM's ``prompt_logprobs``; ``retort serve`` has it too): the teacher's top-k at
+every sampled position. The KD term is then the top-k divergence with a tail bucket, as for the
+``topk`` objective, and batches that are not sampled use the store's top-k. The teacher costs
+the training machine no memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from retort.config import DistillConfig
+from retort.errors import ConfigError, RetortError, TeacherError
+from retort.models.loading import load_tokenizer, resolve
+from retort.teachers.http import HTTPTeacher, RequestFailed, complete_with_retries
+
+
+def is_remote(spec: str | None) -> bool:
+    return bool(spec) and spec.startswith(("http://", "https://"))
+
+
+class RemoteScorer:
+    """Scores sequences with an HTTP teacher, ``concurrency`` requests at a time."""
+
+    def __init__(self, teacher: HTTPTeacher, top_k: int, concurrency: int, max_retries: int):
+        self.teacher, self.top_k = teacher, top_k
+        self.concurrency, self.max_retries = concurrency, max_retries
+
+    @classmethod
+    def connect(cls, config: DistillConfig, top_k: int) -> RemoteScorer:
+        """Build the HTTP teacher from the config and check, before training, that the server
+        scores given tokens with k logprobs per position."""
+        if not config.teacher_model:
+            raise ConfigError(f"teacher {config.teacher}: name the served model: teacher_model")
+        spec = config.tokenizer or config.teacher_model
+        try:
+            tokenizer = load_tokenizer(resolve(spec))
+        except RetortError as exc:
+            raise ConfigError(f"tokenizer {spec}: {exc}; give the teacher's tokenizer") from None
+        teacher = HTTPTeacher(
+            config.teacher,
+            config.teacher_model,
+            tokenizer,
+            api_key=os.environ.get(config.api_key_env),
+            timeout=config.timeout,
+        )
+        scorer = cls(teacher, top_k, config.concurrency, config.max_retries)
+        asyncio.run(scorer._probe())
+        return scorer
+
+    async def _probe(self) -> None:
+        async with self.teacher.client(1) as client:
+            await self.teacher.probe(client, self.top_k)
+            await self.teacher.probe_score(client, self.top_k)
+
+    def score(self, sequences: list[list[int]], starts: list[int]) -> list[Any]:
+        """For each sequence, the teacher's ``Generation`` of positions ``start`` on: top-k ids
+        and logprobs per position and the logprob of each actual token."""
+        return asyncio.run(self._score_all(sequences, starts))
+
+    async def _score_all(self, sequences: list[list[int]], starts: list[int]) -> list[Any]:
+        gate = asyncio.Semaphore(self.concurrency)
+        async with self.teacher.client(self.concurrency) as client:
+
+            async def one(sequence: list[int], start: int) -> Any:
+                body = self.teacher.score_body(sequence, self.top_k)
+                async with gate:
+                    try:
+                        reply, _ = await complete_with_retries(
+                            self.teacher, client, body, start, self.max_retries
+                        )
+                    except RequestFailed as failure:
+                        raise TeacherError(
+                            f"{self.teacher.base_url}: scoring a student sample failed after "
+                            f"{failure.attempts} attempts ({failure.reason}); fix the server "
+                            "and rerun with --resume"
+                        ) from None
+                return reply.generation
+
+            return await asyncio.gather(
+                *(one(s, t) for s, t in zip(sequences, starts, strict=True))
+            )
