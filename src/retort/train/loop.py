@@ -29,7 +29,13 @@ from retort.teachers.local import eos_ids
 from retort.train import checkpoint
 from retort.train.data import IGNORE, Example, collate, examples_from_rows, micro_batch_indices
 from retort.train.metrics import MetricsSink
-from retort.train.objectives import KDRescaler, compute_terms, run_model, teacher_logprob_sum
+from retort.train.objectives import (
+    ForwardPlan,
+    KDRescaler,
+    compute_terms,
+    run_model,
+    teacher_logprob_sum,
+)
 from retort.train.on_policy import on_policy_examples, seed_of_samples, student_samples
 from retort.train.schedule import BudgetSchedule
 from retort.train.setup import RunParts, assemble
@@ -70,7 +76,7 @@ def distill(
 ) -> DistillResult:
     """Train ``config.student`` on ``config.data``; writes ``config.out`` (see DistillConfig)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
 
     progress = progress or Silent()
     run_dir = Path(config.out)
@@ -109,6 +115,11 @@ def distill(
         # Inference only: never prepared (no DDP/FSDP wrapper, no optimizer state), no grads.
         teacher_model = parts.teacher.model.to(teacher_device).eval()
         teacher_model.requires_grad_(False)
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if sharded and not plan.student_logits:
+        # The fused path reads the head weight directly, and FSDP / ZeRO-3 shard it.
+        log.warning("fused KD is off under FSDP/DeepSpeed; using full logits")
+        plan = ForwardPlan.of(config, fused_ok=False)
     heads = None
     if not plan.student_logits:  # fused path: logits are rebuilt from hidden states in chunks
         heads = (
@@ -156,7 +167,7 @@ def distill(
         accelerator.wait_for_everyone()
 
     world = accelerator.num_processes
-    batches = StepBatches(config, examples, parts, accelerator.process_index, world)
+    batches = StepBatches(config, examples, parts, accelerator.process_index, world, sharded)
     sink = MetricsSink(run_dir, config, accelerator)
     started = time.perf_counter()
     last_loss = float("nan")
@@ -272,7 +283,13 @@ class StepBatches:
     by the student."""
 
     def __init__(
-        self, config: DistillConfig, examples: list[Example], parts: RunParts, rank: int, world: int
+        self,
+        config: DistillConfig,
+        examples: list[Example],
+        parts: RunParts,
+        rank: int,
+        world: int,
+        sharded: bool = False,
     ) -> None:
         self.config = config
         self.examples = examples
@@ -285,6 +302,9 @@ class StepBatches:
             self.top_k = parts.top_k
         self.eos_ids = eos_ids(parts.student, parts.tokenizer)
         self.rank, self.world = rank, world
+        # Sharded weights are gathered layer by layer on every process: all of them must run
+        # the same number of decoding steps, whatever each one's samples.
+        self.synced = sharded
 
     def of_step(self, step: int, student: PreTrainedModel) -> list[dict[str, Any]]:
         config = self.config
@@ -314,6 +334,7 @@ class StepBatches:
                     config.sample_temperature,
                     seed_of_samples(config.seed, step, micro, self.rank),
                     config.max_seq_len,
+                    synced=self.synced,
                 )
             teacher_logprob = None
             if sampled and self.scorer is not None:

@@ -40,6 +40,7 @@ def sample_completions(
     max_new_tokens: int,
     temperature: float,
     seed: int,
+    synced: bool = False,
 ) -> list[list[int]]:
     """Sampled completions of ``prompts``, each cut after its first EOS (kept)."""
     from transformers import GenerationConfig
@@ -65,6 +66,7 @@ def sample_completions(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             generation_config=settings,
+            synced_gpus=synced,
         )
     model.train(was_training)
     completions = []
@@ -83,12 +85,13 @@ def on_policy_examples(
     temperature: float,
     seed: int,
     max_seq_len: int,
+    synced: bool = False,
 ) -> list[Example]:
     """The examples' prompts with the student's sampled completions as targets (cut to fit
     ``max_seq_len``)."""
     prompts = [e.input_ids[: e.prompt_length] for e in examples]
     completions = sample_completions(
-        model, prompts, pad_id, eos_ids, max_new_tokens, temperature, seed
+        model, prompts, pad_id, eos_ids, max_new_tokens, temperature, seed, synced
     )
     return [
         Example(
