@@ -25,9 +25,9 @@ import torch
 from retort.config import DistillConfig, load_yaml, save_yaml
 from retort.errors import ConfigError
 from retort.progress import Progress, Silent
-from retort.teachers.local import eos_ids
 from retort.train import checkpoint
-from retort.train.data import IGNORE, Example, collate, examples_from_rows, micro_batch_indices
+from retort.train.batches import StepBatches
+from retort.train.data import IGNORE, examples_from_rows
 from retort.train.metrics import MetricsSink
 from retort.train.objectives import (
     ForwardPlan,
@@ -36,9 +36,8 @@ from retort.train.objectives import (
     run_model,
     teacher_logprob_sum,
 )
-from retort.train.on_policy import on_policy_examples, seed_of_samples, student_samples
 from retort.train.schedule import BudgetSchedule
-from retort.train.setup import RunParts, assemble
+from retort.train.setup import assemble
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -275,87 +274,6 @@ def distill(
         _save_final(accelerator.unwrap_model(model), parts.tokenizer, final_dir)
     accelerator.wait_for_everyone()
     return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
-
-
-class StepBatches:
-    """The micro-batches of each optimizer step, a function of (seed, step, process): slices of
-    the store's examples, or for on_policy (with probability lmbda) the same prompts completed
-    by the student."""
-
-    def __init__(
-        self,
-        config: DistillConfig,
-        examples: list[Example],
-        parts: RunParts,
-        rank: int,
-        world: int,
-        sharded: bool = False,
-    ) -> None:
-        self.config = config
-        self.examples = examples
-        self.pad_id = parts.tokenizer.pad_token_id
-        self.scorer = parts.scorer
-        self.top_k = 0
-        if parts.scorer is not None:
-            self.top_k = parts.scorer.top_k
-        elif config.objective == "topk":
-            self.top_k = parts.top_k
-        self.eos_ids = eos_ids(parts.student, parts.tokenizer)
-        self.rank, self.world = rank, world
-        # Sharded weights are gathered layer by layer on every process: all of them must run
-        # the same number of decoding steps, whatever each one's samples.
-        self.synced = sharded
-
-    def of_step(self, step: int, student: PreTrainedModel) -> list[dict[str, Any]]:
-        config = self.config
-        micro_batches = []
-        for micro in range(config.grad_accum):
-            indices = micro_batch_indices(
-                len(self.examples),
-                step,
-                micro,
-                config.batch_size,
-                config.grad_accum,
-                config.seed,
-                self.rank,
-                self.world,
-            )
-            chosen = [self.examples[i] for i in indices]
-            sampled = config.objective == "on_policy" and student_samples(
-                config.seed, step, micro, config.lmbda
-            )
-            if sampled:
-                chosen = on_policy_examples(
-                    chosen,
-                    student,
-                    self.pad_id,
-                    self.eos_ids,
-                    config.sample_max_new_tokens,
-                    config.sample_temperature,
-                    seed_of_samples(config.seed, step, micro, self.rank),
-                    config.max_seq_len,
-                    synced=self.synced,
-                )
-            teacher_logprob = None
-            if sampled and self.scorer is not None:
-                teacher_logprob = self._score_remotely(chosen)
-            batch: dict[str, Any] = collate(chosen, self.pad_id, self.top_k)
-            batch["sampled"] = sampled
-            batch["teacher_logprob"] = teacher_logprob
-            micro_batches.append(batch)
-        return micro_batches
-
-    def _score_remotely(self, examples: list[Example]) -> float:
-        """Fill the samples' top-k from the HTTP teacher; returns its summed logprob of them."""
-        scored = self.scorer.score(
-            [e.input_ids for e in examples], [e.prompt_length for e in examples]
-        )
-        total = 0.0
-        for example, generation in zip(examples, scored, strict=True):
-            example.topk_ids = generation.topk_ids
-            example.topk_logprobs = generation.topk_logprobs
-            total += sum(generation.token_logprobs)
-        return total
 
 
 def _sum_over_processes(accelerator: Any, sums: dict[str, float]) -> dict[str, float]:
