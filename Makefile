@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
 LINT_PATHS := $(wildcard src tests scripts bench)
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench bench-quality clean
 
 demo: $(STAMP)
 	$(BIN)/retort quickstart
@@ -39,6 +39,11 @@ bench: $(STAMP)
 	$(BIN)/pip install -q "trl>=0.20"
 	$(BIN)/python bench/losses.py
 	$(BIN)/python bench/capture.py
+
+# The quality table (docs/results.md): one student per objective at one token budget. About 15
+# minutes on one H100, hours on a CPU; resumable (runs/bench-quality).
+bench-quality: $(STAMP)
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
