@@ -204,6 +204,8 @@ def run_row(
     for index, stage in enumerate(stages):
         share = args.budget_tokens // len(stages)
         out = args.work / "runs" / name / (f"stage-{index}" if len(stages) > 1 else "")
+        sampling = stage["objective"] == "on_policy"
+        on_policy = {"sample_max_new_tokens": args.max_new_tokens} if sampling else {}
         config = DistillConfig(
             data=stores["train"],
             out=out,
@@ -214,9 +216,9 @@ def run_row(
             learning_rate=args.learning_rate,
             warmup_steps=10,
             save_every=25,
-            sample_max_new_tokens=args.max_new_tokens,
             trackers=[],
             **stage,
+            **on_policy,
         )
         resume = (config.out / "checkpoints").is_dir()
         if not resume:

@@ -198,7 +198,7 @@ class DistillConfig(_Strict):
         None, description="Besides metrics.jsonl; default: tensorboard when installed."
     )
     wandb_project: str = Field("retort", description="W&B project, with trackers: [wandb].")
-    seed: int = Field(0)
+    seed: int = Field(0, ge=0, lt=2**32)
 
     @model_validator(mode="before")
     @classmethod
@@ -227,6 +227,16 @@ class DistillConfig(_Strict):
         if why and not self.teacher:
             raise ValueError(f"teacher: required by {why[0]}; pass --teacher SPEC")
         remote = bool(self.teacher) and self.teacher.startswith(("http://", "https://"))
+        # Settings that would be silently ignored are refused (defaults, as a saved
+        # config.yaml holds them, are fine).
+        changed = {k for k in self.model_fields_set if getattr(self, k) != _default(type(self), k)}
+        for key in ("teacher_model", "tokenizer", "concurrency", "max_retries", "timeout"):
+            if key in changed and not remote:
+                raise ValueError(f"{key}: only for an HTTP teacher (--teacher http://…/v1)")
+        if self.objective != "on_policy":
+            for key in ("lmbda", "sample_max_new_tokens", "sample_temperature"):
+                if key in changed:
+                    raise ValueError(f"{key}: only for objective on_policy")
         local_only = [r for r in why if r != "objective on_policy"]
         if remote and local_only:
             raise ValueError(
@@ -234,6 +244,10 @@ class DistillConfig(_Strict):
                 "weights); an HTTP teacher serves on_policy, or capture with retort generate"
             )
         return self
+
+
+def _default(model: type[BaseModel], key: str) -> Any:
+    return model.model_fields[key].get_default(call_default_factory=True)
 
 
 def build(model: type[_Strict], values: dict[str, Any], source: str) -> Any:

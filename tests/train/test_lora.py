@@ -56,7 +56,7 @@ def test_lora_trains_only_adapters_and_merge_reproduces_the_adapted_logits(
         result.run_dir / "checkpoints" / "step-000004" / "state.pt", weights_only=False
     )
     trained = [k for k in state["model"] if "lora_" in k]
-    assert trained and all("lora_" in k or "lm_head" in k for k in state["model"])
+    assert trained and all("lora_" in k for k in state["model"])  # adapters only
 
     from peft import PeftModel
 

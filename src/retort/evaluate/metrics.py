@@ -92,8 +92,8 @@ def answer_metrics(
         prompts = [list(r["prompt_token_ids"]) for r in chunk]
         outputs = runner.generate(prompts, sampling, top_k=0)
         sequences = [p + o.completion_ids for p, o in zip(prompts, outputs, strict=True)]
-        for prompt, scored in zip(prompts, teacher.score(sequences, top_k=0), strict=True):
-            written = scored.token_logprobs[len(prompt) - 1 :]  # position i scores token i+1
+        for prompt, scored in zip(prompts, teacher.token_logprobs(sequences), strict=True):
+            written = scored[len(prompt) - 1 :]  # position i scores token i+1
             nll -= sum(written)
             tokens += len(written)
         for row, out in zip(chunk, outputs, strict=True):

@@ -110,14 +110,7 @@ class LocalTeacher:
     @torch.no_grad()
     def score(self, sequences: list[list[int]], top_k: int) -> list[Scored]:
         """Teacher-forced logprobs of every token after the first, with ranks and top-k."""
-        pad_id = self.tokenizer.pad_token_id
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, sequence in enumerate(sequences):
-            ids[i, : len(sequence)] = torch.tensor(sequence)
-            mask[i, : len(sequence)] = 1
-        ids, mask = ids.to(self.model.device), mask.to(self.model.device)
+        ids, mask = right_pad(sequences, self.tokenizer.pad_token_id, self.model.device)
         logprobs = torch.log_softmax(
             self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1
         )  # (B, T-1, V): position t scores token t+1
@@ -138,6 +131,15 @@ class LocalTeacher:
             )
         return results
 
+    @torch.no_grad()
+    def token_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Teacher-forced logprob of every token after the first (``score`` without ranks and
+        top-k, so no second (tokens × vocabulary) tensor is built)."""
+        ids, mask = right_pad(sequences, self.tokenizer.pad_token_id, self.model.device)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        chosen = logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - logits.logsumexp(-1)
+        return [chosen[i, : len(s) - 1].tolist() for i, s in enumerate(sequences)]
+
 
 class _RowStreamer:
     """transformers' streamer interface, forwarding each row's new token to a callback."""
@@ -155,6 +157,19 @@ class _RowStreamer:
 
     def end(self) -> None:
         pass
+
+
+def right_pad(
+    rows: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(B, T)`` ids and attention mask on ``device``, for teacher forcing."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,6 @@ class StepBatches:
         parts: RunParts,
         rank: int,
         world: int,
-        sharded: bool = False,
     ) -> None:
         self.config = config
         self.examples = examples
@@ -40,9 +39,7 @@ class StepBatches:
             self.top_k = parts.top_k
         self.eos_ids = eos_ids(parts.student, parts.tokenizer)
         self.rank, self.world = rank, world
-        # Sharded weights are gathered layer by layer on every process: all of them must run
-        # the same number of decoding steps, whatever each one's samples.
-        self.synced = sharded
+        self.vocab_size = parts.vocab_size
 
     def of_step(self, step: int, student: PreTrainedModel) -> list[dict[str, Any]]:
         config = self.config
@@ -72,7 +69,7 @@ class StepBatches:
                     config.sample_temperature,
                     seed_of_samples(config.seed, step, micro, self.rank),
                     config.max_seq_len,
-                    synced=self.synced,
+                    vocab_size=self.vocab_size,
                 )
             teacher_logprob = None
             if sampled and self.scorer is not None:

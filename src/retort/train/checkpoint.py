@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from retort.errors import ConfigError
+
 STATE_FILE = "state.pt"
 INFO_FILE = "trainer_state.json"
 
@@ -60,13 +62,14 @@ def save(
 def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights that change in training: all of them, or with LoRA the adapters alone
     (the frozen base comes back from the student spec, so checkpoints stay small)."""
-    state = model.state_dict()
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    return {name: value for name, value in state.items() if name not in frozen}
+    frozen = _frozen_names(model)
+    return {name: value for name, value in model.state_dict().items() if name not in frozen}
 
 
-def _buffer_names(model: torch.nn.Module) -> set[str]:
-    return {name for name, _ in model.named_buffers()}
+def _frozen_names(model: torch.nn.Module) -> set[str]:
+    """Frozen parameters under every name, tied ones too (a tied head is the embedding)."""
+    named = model.named_parameters(remove_duplicate=False)
+    return {name for name, p in named if not p.requires_grad}
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -84,9 +87,13 @@ def load(
     the ``extra`` states for the caller to restore."""
     state = torch.load(path / STATE_FILE, weights_only=False)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    if unexpected or set(missing) - frozen - _buffer_names(model):
-        raise RuntimeError(f"{path}: checkpoint does not fit this model ({missing or unexpected})")
+    absent = sorted(set(missing) - _frozen_names(model))  # frozen weights are not saved
+    if unexpected or absent:
+        detail = f"unexpected {unexpected[:3]}" if unexpected else f"missing {absent[:3]}"
+        raise ConfigError(
+            f"{path}: this checkpoint was written for another student ({detail}); resume "
+            "with the run's own settings (config.yaml beside it)"
+        )
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -30,7 +30,6 @@ from retort.train.batches import StepBatches
 from retort.train.data import IGNORE, examples_from_rows
 from retort.train.metrics import MetricsSink
 from retort.train.objectives import (
-    ForwardPlan,
     KDRescaler,
     compute_terms,
     run_model,
@@ -91,6 +90,13 @@ def distill(
     plan = parts.plan
 
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_processes())
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # Checkpoints and final/ are written from the main process's own state, which is one
+        # shard of it there: refuse rather than write broken checkpoints (docs/scale.md).
+        raise ConfigError(
+            f"{accelerator.distributed_type.value}: not supported yet (checkpoints are not "
+            "shard-aware); use DDP: accelerate launch --multi_gpu --num_processes N"
+        )
     set_seed(config.seed)
     model = parts.student
     model.config.use_cache = False
@@ -114,11 +120,6 @@ def distill(
         # Inference only: never prepared (no DDP/FSDP wrapper, no optimizer state), no grads.
         teacher_model = parts.teacher.model.to(teacher_device).eval()
         teacher_model.requires_grad_(False)
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    if sharded and not plan.student_logits:
-        # The fused path reads the head weight directly, and FSDP / ZeRO-3 shard it.
-        log.warning("fused KD is off under FSDP/DeepSpeed; using full logits")
-        plan = ForwardPlan.of(config, fused_ok=False)
     heads = None
     if not plan.student_logits:  # fused path: logits are rebuilt from hidden states in chunks
         heads = (
@@ -139,7 +140,7 @@ def distill(
                 f"({info.get('data')} → {data_identity}); resume needs the same data"
             )
         step = info["step"]
-        schedule.tokens = info.get("tokens", 0)
+        schedule.load_state_dict(info.get("schedule", {}))
         if projector is not None:
             accelerator.unwrap_model(projector).load_state_dict(extra["projector"])
         rescaler.load_state_dict(extra.get("kd_rescaler", {}))
@@ -158,7 +159,7 @@ def distill(
             "store": str(parts.store.path),
             "store_fingerprint": parts.store.fingerprint,
             "data": data_identity,
-            "tokens": schedule.tokens,
+            "schedule": schedule.state_dict(),
         }
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
@@ -166,7 +167,7 @@ def distill(
         accelerator.wait_for_everyone()
 
     world = accelerator.num_processes
-    batches = StepBatches(config, examples, parts, accelerator.process_index, world, sharded)
+    batches = StepBatches(config, examples, parts, accelerator.process_index, world)
     sink = MetricsSink(run_dir, config, accelerator)
     started = time.perf_counter()
     last_loss = float("nan")
@@ -178,7 +179,7 @@ def distill(
     stop = StepBoundaryInterrupt()
     try:
         while not schedule.finished(step):
-            stop.check()  # a Ctrl-C during the last step lands here, with the step whole
+            stop.check(accelerator)  # a Ctrl-C in the last step lands here, the step whole
             tick = time.perf_counter()
             micro_batches = batches.of_step(step, accelerator.unwrap_model(model))
             # The loss of the step is a mean over every target token of every micro-batch on
@@ -321,8 +322,14 @@ class StepBoundaryInterrupt:
             raise KeyboardInterrupt
         self.requested = True
 
-    def check(self) -> None:
-        if self.requested:
+    def check(self, accelerator: Any = None) -> None:
+        """Raise at this boundary if Ctrl-C was pressed; with several processes, all of them
+        stop at the same step when any one was interrupted (so all reach the same save)."""
+        requested = self.requested
+        if accelerator is not None and accelerator.num_processes > 1:
+            flag = torch.tensor(int(requested), device=accelerator.device)
+            requested = bool(accelerator.reduce(flag, "sum") > 0)
+        if requested:
             raise KeyboardInterrupt
 
     def restore(self) -> None:

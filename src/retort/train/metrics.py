@@ -3,6 +3,7 @@ when it is installed and asked for (``trackers: [wandb]``). Only the main proces
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -84,7 +85,8 @@ class _WandB:
             dir=str(run_dir),
             config=config.model_dump(mode="json"),
             resume="allow",
-            id=f"retort-{run_dir.resolve().name}",
+            # one W&B run per run folder, resumed with it (the name alone may repeat)
+            id="retort-" + hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16],
         )
 
     def log(self, numbers: dict[str, float], step: int) -> None:

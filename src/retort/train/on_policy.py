@@ -11,16 +11,20 @@ exactly what the uninterrupted one drew, with no generator state to save.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from retort.teachers.local import left_pad
 from retort.train.data import IGNORE, Example
 
 
 def _generator_seed(seed: int, step: int, micro: int, rank: int, salt: int) -> int:
-    return (((seed * 1_000_003 + step) * 1_009 + micro) * 101 + rank) * 7 + salt
+    """A 63-bit seed for one (step, micro-batch, process, purpose), whatever the run's seed."""
+    key = f"{seed}:{step}:{micro}:{rank}:{salt}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
 
 
 def student_samples(seed: int, step: int, micro: int, lmbda: float) -> bool:
@@ -40,9 +44,10 @@ def sample_completions(
     max_new_tokens: int,
     temperature: float,
     seed: int,
-    synced: bool = False,
+    vocab_size: int | None = None,
 ) -> list[list[int]]:
-    """Sampled completions of ``prompts``, each cut after its first EOS (kept)."""
+    """Sampled completions of ``prompts``, each cut after its first EOS (kept). With
+    ``vocab_size``, ids at or past it (embedding rows the teacher lacks) are never sampled."""
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
@@ -66,7 +71,7 @@ def sample_completions(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             generation_config=settings,
-            synced_gpus=synced,
+            logits_processor=LogitsProcessorList([VocabCap(vocab_size)] if vocab_size else []),
         )
     model.train(was_training)
     completions = []
@@ -85,13 +90,21 @@ def on_policy_examples(
     temperature: float,
     seed: int,
     max_seq_len: int,
-    synced: bool = False,
+    vocab_size: int | None = None,
 ) -> list[Example]:
     """The examples' prompts with the student's sampled completions as targets (cut to fit
     ``max_seq_len``)."""
     prompts = [e.input_ids[: e.prompt_length] for e in examples]
+    room = max_seq_len - min(len(p) for p in prompts)  # no point writing what is cut below
     completions = sample_completions(
-        model, prompts, pad_id, eos_ids, max_new_tokens, temperature, seed, synced
+        model,
+        prompts,
+        pad_id,
+        eos_ids,
+        min(max_new_tokens, room),
+        temperature,
+        seed,
+        vocab_size,
     )
     return [
         Example(
@@ -108,3 +121,17 @@ def on_policy_examples(
 
 def seed_of_samples(seed: int, step: int, micro: int, rank: int) -> int:
     return _generator_seed(seed, step, micro, rank, 2)
+
+
+class VocabCap(LogitsProcessor):
+    """Masks logits of ids >= ``size``: a student whose embedding matrix is padded past the
+    teacher's must not write ids the teacher cannot score."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[-1] > self.size:
+            scores = scores.clone()
+            scores[:, self.size :] = -float("inf")
+        return scores

@@ -55,6 +55,7 @@ def dry_run(config: DistillConfig, timed_steps: int = 4, world: int = 1) -> dict
                 "max_steps": timed_steps,
                 "max_tokens": None,
                 "save_every": 10**9,
+                "log_every": 1,
                 "trackers": [],
             }
         )
