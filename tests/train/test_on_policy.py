@@ -153,3 +153,21 @@ def test_an_http_teacher_cannot_serve_objectives_that_need_its_weights(tiny_stor
             teacher="http://127.0.0.1:9/v1",
             objective="on_policy",
         )
+
+
+def test_a_student_with_padded_embeddings_never_samples_ids_the_teacher_lacks(
+    tiny_model_dir, tiny_tokenizer, tiny_store, tmp_path
+):
+    from tests.conftest import build_tiny_model, save_model
+
+    # 120 extra rows hold about a third of a random student's mass: without the cap its
+    # samples hit them at once and the teacher's embedding lookup fails.
+    padded = build_tiny_model(tiny_tokenizer, layers=2, rows=len(tiny_tokenizer) + 120)
+    student = save_model(padded, tiny_tokenizer, tmp_path / "padded")
+    config = on_policy(tiny_model_dir, tiny_store, tmp_path / "run", student=str(student))
+    result = distill(config)
+    assert all(m["sample_length"] >= 1 for m in metrics(result.run_dir))
+
+
+def test_large_seeds_sample_too():
+    assert student_samples(2**32 - 1, 10**9, 3, 0.5) in (True, False)
