@@ -27,16 +27,14 @@ from retort.errors import ConfigError
 from retort.progress import Progress, Silent
 from retort.train import checkpoint
 from retort.train.batches import StepBatches
-from retort.train.data import IGNORE, examples_from_rows
+from retort.train.data import examples_from_rows
 from retort.train.metrics import MetricsSink
 from retort.train.objectives import (
     KDRescaler,
-    compute_terms,
-    run_model,
-    teacher_logprob_sum,
 )
 from retort.train.schedule import BudgetSchedule
 from retort.train.setup import assemble
+from retort.train.step import SUMS, TERMS, StepRunner
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -48,9 +46,6 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps"}
 # What a run leaves before its first checkpoint; such a folder may simply start again.
 RESTARTABLE = {"config.yaml", "metrics.jsonl", "checkpoints"}
-TERMS = ("ce", "kd", "hidden", "captured_mass")
-# Sums kept per step (and added over processes) to log per-token or per-sample means.
-SUMS = ("loss", *TERMS, "teacher_logprob", "sample_tokens", "samples")
 
 
 @dataclass
@@ -168,6 +163,9 @@ def distill(
 
     world = accelerator.num_processes
     batches = StepBatches(config, examples, parts, accelerator.process_index, world)
+    forward_backward = StepRunner(
+        config, parts, plan, accelerator, model, teacher_model, teacher_device, heads, projector
+    )
     sink = MetricsSink(run_dir, config, accelerator)
     started = time.perf_counter()
     last_loss = float("nan")
@@ -182,58 +180,8 @@ def distill(
             stop.check(accelerator)  # a Ctrl-C in the last step lands here, the step whole
             tick = time.perf_counter()
             micro_batches = batches.of_step(step, accelerator.unwrap_model(model))
-            # The loss of the step is a mean over every target token of every micro-batch on
-            # every process; DDP averages gradients over processes, so scale by world back up.
-            local_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
-            global_tokens = accelerator.reduce(
-                torch.tensor(local_tokens, device=accelerator.device), "sum"
-            ).clamp_min(1)
             kd_scale = rescaler.scale if config.kd_rescale else 1.0
-            sums = dict.fromkeys(SUMS, 0.0)
-            present: set[str] = set()
-            for batch in micro_batches:
-                sampled = batch.pop("sampled")
-                teacher_logprob = batch.pop(
-                    "teacher_logprob"
-                )  # set when an HTTP teacher scored the samples
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                student_out = run_model(model, batch, plan.student_logits, plan.student_hidden)
-                teacher_out = None
-                if teacher_model is not None:
-                    with torch.no_grad():
-                        teacher_out = run_model(
-                            teacher_model,
-                            {k: v.to(teacher_device) for k, v in batch.items()},
-                            plan.teacher_logits,
-                            plan.teacher_hidden,
-                        ).to(accelerator.device)
-                terms = compute_terms(
-                    config,
-                    batch,
-                    student_out,
-                    teacher_out,
-                    heads,
-                    parts.vocab_size,
-                    projector,
-                    parts.layer_map,
-                    kd_scale,
-                )
-                accelerator.backward(terms.loss / global_tokens * world)
-                sums["loss"] += float(terms.loss.detach())
-                for name in TERMS:
-                    value = getattr(terms, name)
-                    if value is not None:
-                        sums[name] += float(value)
-                present.update(n for n in TERMS if getattr(terms, n) is not None)
-                if sampled:
-                    if teacher_logprob is None:  # the local teacher's forward pass has it
-                        head = heads[1] if heads else None
-                        teacher_logprob = teacher_logprob_sum(
-                            teacher_out, batch, head, parts.vocab_size, config.chunk_size
-                        )
-                    sums["teacher_logprob"] += float(teacher_logprob)
-                    sums["sample_tokens"] += float((batch["labels"][:, 1:] != IGNORE).sum())
-                    sums["samples"] += batch["labels"].shape[0]
+            sums, present, global_tokens = forward_backward(micro_batches, kd_scale)
             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
             schedule.tokens += int(global_tokens)
