@@ -202,3 +202,20 @@ def test_requests_per_minute_are_limited_on_the_client(tiny_model_dir, tmp_path,
     requests = arrivals[1:]
     for i in range(len(requests) - 2):  # never 3 requests inside one window (small slack)
         assert requests[i + 2] - requests[i] >= 0.9, requests
+
+
+def test_http_work_runs_from_inside_a_running_event_loop():
+    # A notebook calls retort from inside its event loop, where asyncio.run refuses to start.
+    import asyncio
+
+    from retort.teachers.http import run_sync
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 7
+
+    async def notebook_cell() -> int:
+        return run_sync(answer())
+
+    assert run_sync(answer()) == 7
+    assert asyncio.run(notebook_cell()) == 7

@@ -8,10 +8,8 @@ writes the rows already generated before it re-raises.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +19,11 @@ from retort.capture.http_capture import HTTPSettings
 from retort.capture.prompts import PromptRecord, load_prompts
 from retort.capture.store import CODEC, CODECS, ShardBuffer, Store
 from retort.config import GenerateConfig
-from retort.errors import ConfigError, InputError, RetortError, TeacherError
-from retort.models.loading import load_tokenizer, resolve
+from retort.errors import InputError, TeacherError
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
 from retort.teachers.chat import chat_messages, render_prompt
-from retort.teachers.http import HTTPTeacher
+from retort.teachers.http import HTTPTeacher, connect_teacher, run_sync
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation, Sampling, Teacher
 
@@ -182,7 +179,7 @@ def _capture_http(
     def make_row(record: PromptRecord, prompt_ids: list[int], out: Generation) -> dict:
         return _row(record, prompt_ids, out, teacher.tokenizer, 0.0)
 
-    outcome = asyncio.run(
+    outcome = run_sync(
         http_capture.capture(
             teacher,
             todo,
@@ -252,23 +249,13 @@ def load_teacher(config: GenerateConfig) -> Teacher:
     """A local teacher, or an HTTP one when ``config.teacher`` is an http(s) URL."""
     if not config.teacher.startswith(("http://", "https://")):
         return LocalTeacher.load(config.teacher)
-    if not config.teacher_model:
-        raise ConfigError(f"--teacher {config.teacher}: name the served model with --teacher-model")
-    tokenizer_spec = config.tokenizer or config.teacher_model
-    try:
-        tokenizer = load_tokenizer(resolve(tokenizer_spec))
-    except RetortError as exc:
-        raise ConfigError(
-            f"--tokenizer {tokenizer_spec}: {exc}; give the teacher's tokenizer (folder, hub id "
-            "or alias) with --tokenizer"
-        ) from None
-    return HTTPTeacher(
+    return connect_teacher(
         config.teacher,
         config.teacher_model,
-        tokenizer,
-        api_key=os.environ.get(config.api_key_env),
-        endpoint=config.endpoint,
+        config.tokenizer,
+        api_key_env=config.api_key_env,
         timeout=config.timeout,
+        endpoint=config.endpoint,
     )
 
 

@@ -107,3 +107,18 @@ def _folder_hash(source: ModelSource) -> str:
 def parameter_count(model: PreTrainedModel) -> int:
     """Distinct parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def save_model_folder(model: Any, tokenizer: Any, folder: Path) -> Path:
+    """``model`` and ``tokenizer`` as a Hugging Face folder, written beside and renamed into
+    place: ``folder`` holds a whole model or its previous content, never half of one."""
+    import shutil
+
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.config.use_cache = True
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder

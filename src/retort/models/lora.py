@@ -3,12 +3,12 @@ run's adapter back into a plain Hugging Face model folder."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retort.config import DistillConfig, LoraSettings, load_yaml
 from retort.errors import ConfigError, ModelError
+from retort.models.loading import save_model_folder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -67,12 +67,4 @@ def merge_run(run_dir: Path, out: Path | None = None) -> Path:
     teacher = LocalTeacher.load(config.teacher) if config.student.startswith("prune:") else None
     base, tokenizer = load_student(config.student, teacher)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    out = out or run_dir / "merged"
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    merged.config.use_cache = True
-    merged.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
-    return out
+    return save_model_folder(merged, tokenizer, out or run_dir / "merged")

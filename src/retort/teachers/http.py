@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from retort.errors import TeacherError
+from retort.errors import ConfigError, RetortError, TeacherError
+from retort.models.loading import load_tokenizer, resolve
 from retort.teachers.protocol import Capabilities, Generation, Sampling
 from retort.teachers.tokens import TokenText
 
+T = TypeVar("T")
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
 
@@ -356,3 +360,39 @@ async def complete_with_retries(
                 on_retry()
             backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
             await asyncio.sleep(failure.retry_after or backoff * random.uniform(0.5, 1))
+
+
+def run_sync(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to completion from synchronous code, also when the caller is already inside
+    an event loop (a notebook): there it runs on a fresh loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+def connect_teacher(
+    url: str,
+    model: str | None,
+    tokenizer_spec: str | None,
+    *,
+    api_key_env: str,
+    timeout: float,
+    endpoint: str = "completions",
+) -> HTTPTeacher:
+    """An HTTP teacher from user settings: the served model's name is required; its tokenizer
+    (a spec) defaults to the model name; the key is read from ``api_key_env``."""
+    if not model:
+        raise ConfigError(f"--teacher {url}: name the served model with --teacher-model")
+    spec = tokenizer_spec or model
+    try:
+        tokenizer = load_tokenizer(resolve(spec))
+    except RetortError as exc:
+        raise ConfigError(
+            f"--tokenizer {spec}: {exc}; give the teacher's tokenizer (folder, hub id or alias) "
+            "with --tokenizer"
+        ) from None
+    key = os.environ.get(api_key_env)
+    return HTTPTeacher(url, model, tokenizer, api_key=key, endpoint=endpoint, timeout=timeout)

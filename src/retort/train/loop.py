@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ import torch
 
 from retort.config import DistillConfig, load_yaml, save_yaml
 from retort.errors import ConfigError
+from retort.models.loading import save_model_folder
 from retort.progress import Progress, Silent
 from retort.train import checkpoint
 from retort.train.batches import StepBatches
@@ -220,7 +220,7 @@ def distill(
 
     final_dir = run_dir / "final"
     if accelerator.is_main_process:
-        _save_final(accelerator.unwrap_model(model), parts.tokenizer, final_dir)
+        save_model_folder(accelerator.unwrap_model(model), parts.tokenizer, final_dir)
     accelerator.wait_for_everyone()
     return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
 
@@ -314,17 +314,6 @@ def _check_run_dir(run_dir: Path, config: DistillConfig, resume: bool) -> None:
         raise ConfigError(
             f"{saved}: --resume with different settings ({detail}); resume with the saved ones"
         )
-
-
-def _save_final(model: PreTrainedModel, tokenizer: Any, final_dir: Path) -> None:
-    """The student as a Hugging Face folder, written beside and renamed into place."""
-    partial = final_dir.with_name(".final.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.config.use_cache = True
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    shutil.rmtree(final_dir, ignore_errors=True)
-    partial.rename(final_dir)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

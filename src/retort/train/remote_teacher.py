@@ -10,13 +10,17 @@ the training machine no memory.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from retort.config import DistillConfig
-from retort.errors import ConfigError, RetortError, TeacherError
-from retort.models.loading import load_tokenizer, resolve
-from retort.teachers.http import HTTPTeacher, RequestFailed, complete_with_retries
+from retort.errors import TeacherError
+from retort.teachers.http import (
+    HTTPTeacher,
+    RequestFailed,
+    complete_with_retries,
+    connect_teacher,
+    run_sync,
+)
 
 
 def is_remote(spec: str | None) -> bool:
@@ -34,22 +38,15 @@ class RemoteScorer:
     def connect(cls, config: DistillConfig, top_k: int) -> RemoteScorer:
         """Build the HTTP teacher from the config and check, before training, that the server
         scores given tokens with k logprobs per position."""
-        if not config.teacher_model:
-            raise ConfigError(f"teacher {config.teacher}: name the served model: teacher_model")
-        spec = config.tokenizer or config.teacher_model
-        try:
-            tokenizer = load_tokenizer(resolve(spec))
-        except RetortError as exc:
-            raise ConfigError(f"tokenizer {spec}: {exc}; give the teacher's tokenizer") from None
-        teacher = HTTPTeacher(
+        teacher = connect_teacher(
             config.teacher,
             config.teacher_model,
-            tokenizer,
-            api_key=os.environ.get(config.api_key_env),
+            config.tokenizer,
+            api_key_env=config.api_key_env,
             timeout=config.timeout,
         )
         scorer = cls(teacher, top_k, config.concurrency, config.max_retries)
-        asyncio.run(scorer._probe())
+        run_sync(scorer._probe())
         return scorer
 
     async def _probe(self) -> None:
@@ -60,7 +57,7 @@ class RemoteScorer:
     def score(self, sequences: list[list[int]], starts: list[int]) -> list[Any]:
         """For each sequence, the teacher's ``Generation`` of positions ``start`` on: top-k ids
         and logprobs per position and the logprob of each actual token."""
-        return asyncio.run(self._score_all(sequences, starts))
+        return run_sync(self._score_all(sequences, starts))
 
     async def _score_all(self, sequences: list[list[int]], starts: list[int]) -> list[Any]:
         gate = asyncio.Semaphore(self.concurrency)
