@@ -160,7 +160,7 @@ def test_student_with_another_tokenizer(
 
 
 def test_every_verb_has_help():
-    for verb in ("quickstart", "generate", "distill", "eval", "inspect"):
+    for verb in ("quickstart", "generate", "synth", "distill", "merge", "eval", "inspect", "serve"):
         result = subprocess.run(
             [sys.executable, "-m", "retort", verb, "--help"],
             capture_output=True,
@@ -237,3 +237,37 @@ def test_an_unfinished_run_given_as_a_student_says_to_resume(
         run,
     )
     assert_one_line_error(code, err, "a distill run with no final/ yet", "--resume")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (("--lora", "r=8,q_proj"), "'q_proj' is not KEY=VALUE"),
+        (("--lora", "rank=8"), "lora.rank"),
+        (("--objective", "topk", "--lmbda", "0.5"), "lmbda: only for objective on_policy"),
+        (("--objective", "on_policy", "--lmbda", "2"), "lmbda"),
+        (("--teacher-model", "tiny"), "teacher_model: only for an HTTP teacher"),
+    ],
+)
+def test_malformed_training_flags_are_one_line_errors(
+    monkeypatch, capsys, tiny_model_dir, tiny_store, tmp_path, extra, expected
+):
+    args = distill_args(tiny_model_dir, tiny_store, tmp_path / "run", "--student", "prune:2")
+    code, err = run_cli(monkeypatch, capsys, *args, *extra)
+    assert_one_line_error(code, err, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_http_teacher_with_a_pruned_student_is_refused(
+    monkeypatch, capsys, tiny_store, tmp_path
+):
+    args = ["distill", "--data", tiny_store, "--out", tmp_path / "run", "--student", "prune:2"]
+    args += ["--teacher", "http://127.0.0.1:9/v1", "--objective", "on_policy"]
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, "prune:N needs a local teacher")
+
+
+def test_merge_of_a_folder_that_is_not_a_run(monkeypatch, capsys, tmp_path):
+    code, err = run_cli(monkeypatch, capsys, "merge", tmp_path)
+    assert_one_line_error(code, err, "not a distill run folder (no config.yaml)")
+    assert not (tmp_path / "merged").exists()
