@@ -23,6 +23,11 @@ Kind = Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_rever
 OBJECTIVE_ALIASES = {"topk_kl": "topk", "online_kl": "online"}
 
 
+def is_http_teacher(spec: str | None) -> bool:
+    """A teacher spec that names an OpenAI-compatible server (http(s)://…/v1)."""
+    return bool(spec) and spec.startswith(("http://", "https://"))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -226,7 +231,7 @@ class DistillConfig(_Strict):
         why = [reason for reason, applies in reasons.items() if applies]
         if why and not self.teacher:
             raise ValueError(f"teacher: required by {why[0]}; pass --teacher SPEC")
-        remote = bool(self.teacher) and self.teacher.startswith(("http://", "https://"))
+        remote = is_http_teacher(self.teacher)
         # Settings that would be silently ignored are refused (defaults, as a saved
         # config.yaml holds them, are fine).
         changed = {k for k in self.model_fields_set if getattr(self, k) != _default(type(self), k)}

@@ -18,7 +18,7 @@ from retort.capture import http_capture
 from retort.capture.http_capture import HTTPSettings
 from retort.capture.prompts import PromptRecord, load_prompts
 from retort.capture.store import CODEC, CODECS, ShardBuffer, Store
-from retort.config import GenerateConfig
+from retort.config import GenerateConfig, is_http_teacher
 from retort.errors import InputError, TeacherError
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
@@ -247,7 +247,7 @@ def select_shard(records: list[PromptRecord], shard: str) -> list[PromptRecord]:
 
 def load_teacher(config: GenerateConfig) -> Teacher:
     """A local teacher, or an HTTP one when ``config.teacher`` is an http(s) URL."""
-    if not config.teacher.startswith(("http://", "https://")):
+    if not is_http_teacher(config.teacher):
         return LocalTeacher.load(config.teacher)
     return connect_teacher(
         config.teacher,

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
 
 from retort.config import DistillConfig
 from retort.teachers.local import eos_ids
 from retort.train.data import Example, collate, micro_batch_indices
 from retort.train.on_policy import on_policy_examples, seed_of_samples, student_samples
+
+
+@dataclass
+class MicroBatch:
+    """Tensors from ``collate``, whether the student wrote the completions, and, when an HTTP
+    teacher scored them, its summed logprob of them (a local teacher's comes from its forward)."""
+
+    tensors: dict[str, torch.Tensor]
+    sampled: bool = False
+    teacher_logprob: float | None = None
+
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -41,7 +55,7 @@ class StepBatches:
         self.rank, self.world = rank, world
         self.vocab_size = parts.vocab_size
 
-    def of_step(self, step: int, student: PreTrainedModel) -> list[dict[str, Any]]:
+    def of_step(self, step: int, student: PreTrainedModel) -> list[MicroBatch]:
         config = self.config
         micro_batches = []
         for micro in range(config.grad_accum):
@@ -74,10 +88,8 @@ class StepBatches:
             teacher_logprob = None
             if sampled and self.scorer is not None:
                 teacher_logprob = self._score_remotely(chosen)
-            batch: dict[str, Any] = collate(chosen, self.pad_id, self.top_k)
-            batch["sampled"] = sampled
-            batch["teacher_logprob"] = teacher_logprob
-            micro_batches.append(batch)
+            tensors = collate(chosen, self.pad_id, self.top_k)
+            micro_batches.append(MicroBatch(tensors, sampled, teacher_logprob))
         return micro_batches
 
     def _score_remotely(self, examples: list[Example]) -> float:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from retort.config import DistillConfig
+from retort.config import DistillConfig, is_http_teacher
 from retort.losses import (
     HiddenProjector,
     captured_mass,
@@ -34,7 +34,6 @@ from retort.losses import (
     sparse_divergence,
 )
 from retort.train.data import IGNORE
-from retort.train.remote_teacher import is_remote
 
 # Objectives whose KD term is against the live teacher's full distribution.
 LIVE_TEACHER = ("online", "on_policy")
@@ -42,7 +41,7 @@ LIVE_TEACHER = ("online", "on_policy")
 
 def uses_topk(config: DistillConfig) -> bool:
     """KD against top-k logprobs in the batch: stored ones, or an HTTP teacher's scores."""
-    remote_on_policy = config.objective == "on_policy" and is_remote(config.teacher)
+    remote_on_policy = config.objective == "on_policy" and is_http_teacher(config.teacher)
     return config.objective == "topk" or remote_on_policy
 
 
@@ -65,7 +64,7 @@ class ForwardPlan:
 
     @classmethod
     def of(cls, config: DistillConfig, fused_ok: bool = True) -> ForwardPlan:
-        online = config.objective in LIVE_TEACHER and not is_remote(config.teacher)
+        online = config.objective in LIVE_TEACHER and not is_http_teacher(config.teacher)
         fused = online and config.fused and fused_ok
         hidden = config.hidden_weight > 0
         return cls(

@@ -2,8 +2,9 @@
 
 Per micro-batch a coin with probability ``lmbda`` decides whether the batch's prompts are
 completed by the student (sampled with its KV cache, under no_grad) or keep the teacher's stored
-completions. Either way the KD term is the chosen divergence against the live teacher on those
-tokens, so λ = 0 is online KD on the store and λ = 1 is pure on-policy distillation.
+completions. Either way the KD term is the chosen divergence against the teacher on those
+tokens — a local teacher's full distribution, or an HTTP teacher's top-k (remote_teacher.py) —
+so λ = 0 is online KD on the store and λ = 1 is pure on-policy distillation.
 
 Coins and samples are functions of (seed, step, micro-batch, process): a resumed run draws
 exactly what the uninterrupted one drew, with no generator state to save.

@@ -23,10 +23,6 @@ from retort.teachers.http import (
 )
 
 
-def is_remote(spec: str | None) -> bool:
-    return bool(spec) and spec.startswith(("http://", "https://"))
-
-
 class RemoteScorer:
     """Scores sequences with an HTTP teacher, ``concurrency`` requests at a time."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retort.capture.store import Store
-from retort.config import DistillConfig
+from retort.config import DistillConfig, is_http_teacher
 from retort.errors import ConfigError, ModelError, StoreError
 from retort.losses import HiddenProjector, default_layer_map
 from retort.models.loading import load_tokenizer, resolve
@@ -20,7 +20,7 @@ from retort.models.students import load_student
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
 from retort.train.objectives import LIVE_TEACHER, ForwardPlan, fused_head_matches
-from retort.train.remote_teacher import RemoteScorer, is_remote
+from retort.train.remote_teacher import RemoteScorer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -58,7 +58,7 @@ def assemble(
         raise StoreError(f"{config.data}: store has no rows; run retort generate first")
     top_k = int(store.fingerprint.get("top_k") or 0)
     needs_stored_topk = config.objective == "topk" or (
-        is_remote(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
+        is_http_teacher(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
     )
     if needs_stored_topk and top_k == 0:
         raise StoreError(
@@ -66,7 +66,7 @@ def assemble(
             "use --objective sft, or capture with --top-k 20"
         )
     scorer = None
-    if is_remote(config.teacher):
+    if is_http_teacher(config.teacher):
         scorer = RemoteScorer.connect(config, top_k or REMOTE_TOP_K)
         if tokenizer_hash(scorer.teacher.tokenizer) != store.fingerprint.get("tokenizer_sha256"):
             raise ModelError(

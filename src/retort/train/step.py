@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from retort.config import DistillConfig
+from retort.train.batches import MicroBatch
 from retort.train.data import IGNORE
 from retort.train.objectives import ForwardPlan, compute_terms, run_model, teacher_logprob_sum
 
@@ -43,21 +44,21 @@ class StepRunner:
         self.heads, self.projector = heads, projector
 
     def __call__(
-        self, micro_batches: list[dict[str, Any]], kd_scale: float
+        self, micro_batches: list[MicroBatch], kd_scale: float
     ) -> tuple[dict[str, float], set[str], torch.Tensor]:
         """Returns the step's sums, the names of the terms computed, and its global count of
         target tokens."""
         accelerator = self.accelerator
-        local_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro_batches)
+        local_tokens = sum(
+            int((mb.tensors["labels"][:, 1:] != IGNORE).sum()) for mb in micro_batches
+        )
         global_tokens = accelerator.reduce(
             torch.tensor(local_tokens, device=accelerator.device), "sum"
         ).clamp_min(1)
         sums = dict.fromkeys(SUMS, 0.0)
         present: set[str] = set()
         for micro_batch in micro_batches:
-            sampled = micro_batch.pop("sampled")
-            scored = micro_batch.pop("teacher_logprob")  # an HTTP teacher's, when it scored
-            batch = {k: v.to(accelerator.device) for k, v in micro_batch.items()}
+            batch = {k: v.to(accelerator.device) for k, v in micro_batch.tensors.items()}
             student_out, teacher_out = self._forward(batch)
             terms = compute_terms(
                 self.config,
@@ -77,8 +78,8 @@ class StepRunner:
                 if value is not None:
                     sums[name] += float(value)
                     present.add(name)
-            if sampled:
-                self._add_sample_sums(sums, batch, teacher_out, scored)
+            if micro_batch.sampled:
+                self._add_sample_sums(sums, batch, teacher_out, micro_batch.teacher_logprob)
         return sums, present, global_tokens
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[Any, Any]:
