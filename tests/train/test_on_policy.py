@@ -171,3 +171,29 @@ def test_a_student_with_padded_embeddings_never_samples_ids_the_teacher_lacks(
 
 def test_large_seeds_sample_too():
     assert student_samples(2**32 - 1, 10**9, 3, 0.5) in (True, False)
+
+
+def test_student_samples_come_from_its_full_distribution_whatever_its_generation_config():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=400,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.001)  # near-uniform over 400 ids, no ties
+    # what a hub generation_config.json may ship; none of it is the student's distribution
+    model.generation_config.top_k, model.generation_config.top_p = 20, 0.5
+    model.generation_config.repetition_penalty = 1.5
+    samples = sample_completions(model, [[5, 6]] * 1000, 0, [2], 1, 1.0, seed=1)
+    # 1000 draws from a uniform 400-way distribution reach ~365 ids; top-k 50 reaches 50
+    assert len({s[0] for s in samples}) > 300

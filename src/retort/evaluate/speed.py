@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from retort.teachers.decoding import clean_config, generate_exactly
 from retort.teachers.local import left_pad
 
 if TYPE_CHECKING:
@@ -28,22 +29,19 @@ def tokens_per_second(
     """
     rows = [prompts[i % len(prompts)] for i in range(batch_size)]
     input_ids, attention_mask = (t.to(model.device) for t in left_pad(rows, pad_id))
-    settings = {
-        "do_sample": False,
-        "min_new_tokens": new_tokens,
-        "max_new_tokens": new_tokens,
-        "pad_token_id": pad_id,
-        "use_cache": True,
-    }
+    eos = model.generation_config.eos_token_id
+
+    def decode(tokens: int) -> None:
+        # Exactly ``tokens`` per row (EOS blocked) of plain greedy search: the model's own
+        # generation_config (beams, penalties) must not change the work being timed.
+        config = clean_config(tokens, pad_id, eos, min_new_tokens=tokens)
+        generate_exactly(model, input_ids, attention_mask, config)
+
     model.eval()
-    model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        **{**settings, "min_new_tokens": 2, "max_new_tokens": 2},
-    )
+    decode(2)
     _synchronize(model.device)
     start = time.perf_counter()
-    model.generate(input_ids=input_ids, attention_mask=attention_mask, **settings)
+    decode(new_tokens)
     _synchronize(model.device)
     return batch_size * new_tokens / (time.perf_counter() - start)
 

@@ -2,13 +2,19 @@
 
 Responses follow OpenAI's shapes (chat ``logprobs.content`` with ``top_logprobs``; legacy
 completions ``logprobs`` with ``tokens``/``token_logprobs``/``top_logprobs``), plus vLLM's
-``prompt_logprobs`` and ``return_tokens_as_token_ids``. Errors use OpenAI's error body.
+``prompt_logprobs`` and ``return_tokens_as_token_ids``. Errors use OpenAI's error body; a
+generation that fails (out of memory, say) answers 500 with it, or, streamed, ends the stream
+with an error event and ``[DONE]``.
+
+Sampling: choice i of a request with ``seed`` samples from a seed derived from (seed, i), so
+choices differ and repeat exactly; without ``seed`` every choice draws fresh randomness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,11 +28,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from retort.serve.engine import BatchingEngine, Job, stop_cut
 from retort.serve.protocol import ChatRequest, CompletionRequest
 from retort.teachers.chat import render_prompt
+from retort.teachers.decoding import derive_seed
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation
 from retort.teachers.tokens import TokenText
 
 DEFAULT_MAX_TOKENS = 256
+log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
@@ -124,25 +132,28 @@ def create_app(
                 max_tokens,
                 body.temperature,
                 body.top_p,
-                body.seed or 0,
+                None if body.seed is None else derive_seed(body.seed, index),
                 top_k or 0,
                 body.stops(),
             )
-            for _ in range(body.n)
+            for index in range(body.n)
         ]
         request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         if body.stream:
             return StreamingResponse(
                 _stream(jobs, request_id, chat), media_type="text/event-stream"
             )
-        outputs = await asyncio.gather(*(engine.generate(j) for j in jobs))
+        try:
+            outputs = await asyncio.gather(*(engine.generate(j) for j in jobs))
+            scored = None
+            if body.prompt_logprobs is not None:
+                scored = (await engine.score([prompt_ids], body.prompt_logprobs))[0]
+        except Exception as exc:
+            raise APIError(500, _failure(exc)) from exc
         prompt_scores = None
-        if body.prompt_logprobs is not None:
+        if scored is not None:
             prompt_scores = _prompt_logprobs(
-                prompt_ids,
-                tokens,
-                (await engine.score([prompt_ids], body.prompt_logprobs))[0],
-                body.return_tokens_as_token_ids,
+                prompt_ids, tokens, scored, body.return_tokens_as_token_ids
             )
         as_id = body.return_tokens_as_token_ids
         choices = []
@@ -178,14 +189,17 @@ def create_app(
 
     async def _stream(jobs: list[Job], request_id: str, chat: bool) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[int, int | Generation]] = asyncio.Queue()
+        events: asyncio.Queue[tuple[int, int | Generation | Exception]] = asyncio.Queue()
         for index, job in enumerate(jobs):
             job.on_token = lambda token, i=index: loop.call_soon_threadsafe(
                 events.put_nowait, (i, token)
             )
 
         async def finish(index: int, job: Job) -> None:
-            events.put_nowait((index, await engine.generate(job)))
+            try:
+                events.put_nowait((index, await engine.generate(job)))
+            except Exception as exc:  # ends the stream below, instead of leaving it open
+                events.put_nowait((index, exc))
 
         tasks = [asyncio.create_task(finish(i, j)) for i, j in enumerate(jobs)]
         created = int(time.time())
@@ -208,6 +222,16 @@ def create_app(
             }
             return f"data: {json.dumps(body)}\n\n"
 
+        try:
+            async for event in _events(chunk, events, jobs):
+                yield event
+        finally:  # a failure or a client gone: no one waits for the other choices any more
+            for task in tasks:
+                task.cancel()
+        yield "data: [DONE]\n\n"
+
+    async def _events(chunk: Any, events: asyncio.Queue, jobs: list[Job]) -> AsyncIterator[str]:
+        """The stream's chunks, up to the last choice's end or the first failure."""
         for index in range(len(jobs)):
             yield chunk(index, "", None)
         streamed = [[] for _ in jobs]  # token ids seen so far, per choice
@@ -215,6 +239,10 @@ def create_app(
         done = 0
         while done < len(jobs):
             index, item = await events.get()
+            if isinstance(item, Exception):
+                body = {"error": _error_body(500, _failure(item), None)}
+                yield f"data: {json.dumps(body)}\n\n"
+                return
             if isinstance(item, Generation):  # the job finished: send what is left, then end
                 text = teacher.tokenizer.decode(item.completion_ids, skip_special_tokens=True)
                 if text[sent[index] :]:
@@ -237,8 +265,6 @@ def create_app(
             if ready > sent[index]:
                 yield chunk(index, text[sent[index] : ready], None)
                 sent[index] = ready
-        await asyncio.gather(*tasks)
-        yield "data: [DONE]\n\n"
 
     return app
 
@@ -251,11 +277,18 @@ def _check_model(requested: str, served_name: str) -> None:
 
 
 def _error(status: int, message: str, param: str | None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": _error_body(status, message, param)})
+
+
+def _error_body(status: int, message: str, param: str | None) -> dict[str, Any]:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse(
-        status_code=status,
-        content={"error": {"message": message, "type": kind, "param": param, "code": None}},
-    )
+    return {"message": message, "type": kind, "param": param, "code": None}
+
+
+def _failure(exc: Exception) -> str:
+    """The message a client gets for a generation that raised; the traceback goes to the log."""
+    log.error("generation failed", exc_info=exc)
+    return f"generation failed: {type(exc).__name__}: {exc}"
 
 
 def _chat_logprobs(out: Generation, tokens: TokenText, as_id: bool) -> list[dict[str, Any]]:

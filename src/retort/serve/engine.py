@@ -1,15 +1,19 @@
 """Batching across concurrent clients: requests that arrive together run as one batch.
 
 One worker owns the model. It takes the first waiting job, waits a few milliseconds for more,
-groups the jobs by sampling settings (a batch shares temperature, top-p and seed), and runs each
-group as one ``generate`` call in a thread, so the event loop keeps accepting requests. Results
-are cut to each job's own token limit and stop strings.
+groups the jobs by sampling settings (a batch shares temperature and top-p), and runs each group
+as one ``generate`` call in a thread, so the event loop keeps accepting requests. Every row
+samples with its own generator (``teachers/decoding.py``), seeded from its job: a seeded job
+writes the same text whatever else shares its batch, and an unseeded one draws a fresh seed.
+Results are cut to each job's own token limit and stop strings. A batch that fails fails its
+own jobs only; the worker goes on with the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,15 +30,15 @@ class Job:
     max_tokens: int
     temperature: float
     top_p: float
-    seed: int
+    seed: int | None  # None: a fresh seed from the OS when the job runs
     top_k: int  # logprobs per position to keep (0: none)
     stops: list[str] = field(default_factory=list)
     on_token: Callable[[int], None] | None = None  # streaming; called from the worker thread
     future: asyncio.Future | None = None
 
     def group_key(self) -> tuple[Any, ...]:
-        greedy = self.temperature == 0
-        return (greedy, self.temperature, self.top_p, None if greedy else self.seed)
+        # Seeds need not match: each row has its own generator.
+        return ("greedy",) if self.temperature == 0 else (self.temperature, self.top_p)
 
 
 @dataclass
@@ -101,9 +105,9 @@ class BatchingEngine:
             max_new_tokens=max(j.max_tokens for j in jobs),
             temperature=first.temperature,
             top_p=first.top_p,
-            seed=first.seed,
         )
         top_k = max(j.top_k for j in jobs)
+        seeds = [secrets.randbits(63) if j.seed is None else j.seed for j in jobs]
 
         def on_token(row: int, token: int) -> None:
             if jobs[row].on_token is not None:
@@ -118,7 +122,9 @@ class BatchingEngine:
                     sampling,
                     top_k,
                     on_token if streaming else None,
+                    seeds=seeds,
                 )
+            fitted = [self._fit(job, out) for job, out in zip(jobs, outputs, strict=True)]
         except Exception as exc:  # one bad batch fails its own requests, not the server
             for job in jobs:
                 if not job.future.done():
@@ -127,9 +133,9 @@ class BatchingEngine:
         self.stats.jobs += len(jobs)
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(jobs))
-        for job, out in zip(jobs, outputs, strict=True):
+        for job, out in zip(jobs, fitted, strict=True):
             if not job.future.done():
-                job.future.set_result(self._fit(job, out))
+                job.future.set_result(out)
 
     def _fit(self, job: Job, out: Generation) -> Generation:
         """Cut a batch's output to this job's token limit, stop strings and top-k."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from retort.models.loading import ModelSource, load_model, load_tokenizer, resolve
+from retort.teachers.decoding import clean_config, generate_exactly, row_seeds, sampler_for
 from retort.teachers.protocol import Capabilities, Generation, Sampling, Scored
 
 if TYPE_CHECKING:
@@ -52,39 +53,34 @@ class LocalTeacher:
         sampling: Sampling,
         top_k: int,
         on_token: Callable[[int, int], None] | None = None,
+        seeds: list[int] | None = None,
     ) -> list[Generation]:
         """Complete a batch of tokenized prompts, keeping the top-k logprobs of every step.
+
+        Tokens are drawn from the teacher's own softmax(logits / T), cut to ``sampling.top_p``
+        only (temperature 0: the argmax), whatever the model's ``generation_config`` says (see
+        ``teachers/decoding.py``). Each row samples with its own generator: ``seeds[row]``, or
+        by default one derived from ``sampling.seed`` and the row's prompt, so a row's sample
+        does not depend on what else is in the batch.
 
         ``on_token(row, token_id)`` is called as each token is written (for streaming); rows
         that already finished keep receiving padding, which the caller ignores.
         """
-        from transformers import GenerationConfig
-
         pad_id = self.tokenizer.pad_token_id
         stops = eos_ids(self.model, self.tokenizer)
         input_ids, attention_mask = left_pad(prompts, pad_id)
-        greedy = sampling.temperature == 0
-        settings = GenerationConfig(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=None,  # no implicit top-k=50 truncation of the sampling distribution
-            pad_token_id=pad_id,
-            eos_token_id=stops,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-        if not greedy:
-            torch.manual_seed(sampling.seed)
-        out = self.model.generate(
-            input_ids=input_ids.to(self.model.device),
-            attention_mask=attention_mask.to(self.model.device),
-            generation_config=settings,
+        if seeds is None:
+            seeds = row_seeds(sampling.seed, prompts)
+        out = generate_exactly(
+            self.model,
+            input_ids.to(self.model.device),
+            attention_mask.to(self.model.device),
+            clean_config(sampling.max_new_tokens, pad_id, stops, output_logits=True),
+            sampler_for(sampling.temperature, sampling.top_p, seeds),
             streamer=_RowStreamer(on_token) if on_token else None,
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :]  # (B, steps)
-        # Raw logits (before temperature / top-p) → the teacher's own distribution.
+        # Raw logits (before any processor) → the teacher's own distribution.
         chosen, top = [], []
         for step, logits in enumerate(out.logits):
             logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, V)

@@ -19,6 +19,26 @@ class Capabilities:
     max_top_k: int
 
 
+# Everything a retort decode does beyond temperature, top-p and seed, recorded in every store's
+# fingerprint: tokens are drawn from softmax(logits / T) cut to the user's top-p only (greedy:
+# the argmax), with no top-k, min-p, typical or epsilon/eta cut, no penalties, no n-gram bans,
+# no beams, and the model's own generation_config ignored apart from its special tokens.
+# teachers/decoding.py is what makes a local decode do exactly this.
+DECODING: dict[str, Any] = {
+    "sampler": "per-row softmax(logits/T) with top_p; greedy = argmax",
+    "top_k": 0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "num_beams": 1,
+    "model_generation_config": "ignored",
+    "seeding": "one generator per row",
+}
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Decoding settings; part of a store's fingerprint."""
@@ -29,11 +49,13 @@ class Sampling:
     seed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """The full effective settings: the user's four and every other knob (``DECODING``)."""
         return {
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
+            "decoding": dict(DECODING),
         }
 
 

@@ -16,8 +16,9 @@ import hashlib
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor
 
+from retort.teachers.decoding import clean_config, derive_seed, generate_exactly, sampler_for
 from retort.teachers.local import left_pad
 from retort.train.data import IGNORE, Example
 
@@ -47,34 +48,27 @@ def sample_completions(
     seed: int,
     vocab_size: int | None = None,
 ) -> list[list[int]]:
-    """Sampled completions of ``prompts``, each cut after its first EOS (kept). With
-    ``vocab_size``, ids at or past it (embedding rows the teacher lacks) are never sampled."""
-    from transformers import GenerationConfig
-
+    """Completions of ``prompts`` sampled from the student's own softmax(logits / T) — no top-k,
+    top-p or penalty, whatever its ``generation_config`` ships — each cut after its first EOS
+    (kept). Row i samples with a generator seeded from (``seed``, i); the global RNG is not
+    touched. With ``vocab_size``, ids at or past it (embedding rows the teacher lacks) are
+    never sampled."""
     device = next(model.parameters()).device
     input_ids, attention_mask = left_pad(prompts, pad_id)
-    settings = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=temperature,
-        top_p=None,
-        top_k=None,  # the student's own distribution, not a top-50 truncation of it
-        pad_token_id=pad_id,
-        eos_token_id=eos_ids,
-        use_cache=True,
-    )
+    cap = [VocabCap(vocab_size)] if vocab_size else []
+    seeds = [derive_seed(seed, row) for row in range(len(prompts))]
     was_training = model.training
     model.eval()
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # the training RNG stream is left untouched
-        torch.manual_seed(seed)
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            generation_config=settings,
-            logits_processor=LogitsProcessorList([VocabCap(vocab_size)] if vocab_size else []),
+    try:
+        out = generate_exactly(
+            model,
+            input_ids.to(device),
+            attention_mask.to(device),
+            clean_config(max_new_tokens, pad_id, eos_ids),
+            [*cap, *sampler_for(temperature, 1.0, seeds)],  # the cap first: never sampled
         )
-    model.train(was_training)
+    finally:
+        model.train(was_training)
     completions = []
     for tokens in out[:, input_ids.shape[1] :].tolist():
         end = next((i + 1 for i, t in enumerate(tokens) if t in eos_ids), len(tokens))
