@@ -4,9 +4,12 @@ On the embedded teacher (SmolLM2-135M-Instruct), over the same built-in prompts:
   local batched generation  vs  one prompt at a time            (new tokens / s)
   score mode                vs  generate mode, same text         (scored positions / s)
   HTTP capture through `retort serve`  vs  local batched        (new tokens / s)
-and the bytes each stored completion token costs on disk.
+and the bytes each stored completion token costs on disk; then the q8 codec's quality
+(bytes per pair, logprob error, decoded mass, and the KD loss of a *perfect* student, which
+should be 0) on real SmolLM2 rows and on synthetic flat, peaked and degenerate rows.
 
     .venv/bin/python bench/capture.py [--prompts 24] [--max-new-tokens 32]
+    .venv/bin/python bench/capture.py --codec-only --out bench/results/capture-codec.json
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--codec-only", action="store_true", help="only the plain and q8 captures and the codec"
+    )
     args = parser.parse_args()
+    if args.codec_only:
+        codec_only(args)
+        return
 
     from retort.serve.background import serve_in_thread
 
@@ -152,6 +161,36 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+def codec_only(args: argparse.Namespace) -> None:
+    """The codec measurement alone: one plain and one q8 capture of the same prompts."""
+    from retort.capture import codec
+
+    teacher = LocalTeacher.load(ALIAS)
+    work = Path(tempfile.mkdtemp(prefix="retort-bench-"))
+    records = [json.loads(line) for line in PROMPTS.read_text().splitlines()[: args.prompts]]
+    prompts = work / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
+    common = {"prompts": prompts, "max_new_tokens": args.max_new_tokens, "top_k": 20}
+    for name, codec_choice in (("plain", "plain"), ("q8", "q8")):
+        config = GenerateConfig(
+            teacher=ALIAS, out=work / name, batch_size=8, codec=codec_choice, **common
+        )
+        generate(config, teacher=teacher)
+    report = {
+        "codec": codec.NAME,
+        "real": codec_quality(work / "plain", work / "q8", teacher),
+        "synthetic": synthetic_codec_quality(),
+        "command": f"python bench/capture.py --codec-only --prompts {args.prompts} "
+        f"--max-new-tokens {args.max_new_tokens} --out {args.out}",
+        "machine": f"{platform.machine()}, CPU",
+        "teacher": ALIAS,
+    }
+    print(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
 def raw_openai_sdk(
     url: str, teacher: LocalTeacher, records: list[dict], max_new_tokens: int, concurrency: int
 ) -> dict:
@@ -246,7 +285,8 @@ def topk_bytes_per_pair(store_path: Path) -> float:
 
 
 def codec_quality(plain_path: Path, packed_path: Path, teacher: LocalTeacher) -> dict:
-    """q8 vs plain on the same capture: bytes per pair, logprob error, KD loss change."""
+    """q8 vs plain on the same capture: bytes per pair, logprob error, KD loss change, and the
+    KD loss of a perfect student (the teacher itself) on the decoded values."""
     import torch
 
     from retort.capture.store import Store
@@ -266,8 +306,23 @@ def codec_quality(plain_path: Path, packed_path: Path, teacher: LocalTeacher) ->
     )
     student = prune_layers(teacher.model, 10).eval()  # an untrained student: a real KD loss
     raw_loss = packed_loss = 0.0
+    perfect: dict[str, list[float]] = {"forward_kl": [], "reverse_kl": []}
+    masses: list[float] = []
     with torch.no_grad():
         for key, row in plain.items():
+            if not row["topk_ids"]:
+                continue
+            ids = torch.tensor([row["prompt_token_ids"] + row["completion_token_ids"]])
+            start = len(row["prompt_token_ids"]) - 1
+            own = teacher.model(ids).logits[0, start : start + len(row["completion_token_ids"])]
+            decoded = torch.tensor(packed[key]["topk_logprobs"])
+            masses.extend(decoded.double().exp().sum(-1).tolist())
+            for kind, values in perfect.items():
+                values.extend(
+                    sparse_divergence(
+                        own, torch.tensor(packed[key]["topk_ids"]), decoded, kind, reduction="none"
+                    ).tolist()
+                )
             ids = torch.tensor([row["prompt_token_ids"] + row["completion_token_ids"]])
             start = len(row["prompt_token_ids"]) - 1
             logits = student(ids).logits[0, start : start + len(row["completion_token_ids"])]
@@ -294,7 +349,71 @@ def codec_quality(plain_path: Path, packed_path: Path, teacher: LocalTeacher) ->
         "mean_abs_logprob_error": float(errors.mean()),
         "max_abs_logprob_error": float(errors.max()),
         "kd_loss_relative_change": abs(packed_loss - raw_loss) / raw_loss,
+        "max_decoded_mass": max(masses),
+        **{
+            f"perfect_student_{kind}_{stat}": float(fn(values))
+            for kind, values in perfect.items()
+            for stat, fn in (("mean", np.mean), ("max", np.max))
+        },
     }
+
+
+def synthetic_codec_quality(positions: int = 300, vocab: int = 49152, k: int = 20) -> dict:
+    """The codec on rows whose true distribution is known: Gaussian logits of scale sigma
+    (1: flat, top-20 holds ~0.1% of the mass; 8: peaked, the tail is ~1e-2 and often far
+    smaller), plus degenerate rows with -inf and vLLM's -9999 entries. The perfect student is
+    the distribution itself, so every KD loss reported here should be 0."""
+    import torch
+
+    from retort.capture import codec
+    from retort.losses import sparse_divergence
+
+    generator = torch.Generator().manual_seed(1)
+    report = {}
+    for sigma in (1.0, 4.0, 8.0):
+        logits = torch.randn(positions, vocab, generator=generator, dtype=torch.float64) * sigma
+        top = torch.log_softmax(logits, -1).topk(k)
+        report[f"sigma_{sigma:g}"] = _round_trip(
+            logits.float(), top.indices.tolist(), top.values.tolist(), codec, sparse_divergence
+        )
+    degenerate = torch.full((4, vocab), -40.0, dtype=torch.float64)
+    degenerate[:, :3] = torch.tensor([[0.0, -2.4, -1e9], [0.0, -2.95, -1e9]] * 2)[:, :3]
+    degenerate[2:, 2] = float("-inf")  # masked by the server: exactly zero
+    logprobs = torch.log_softmax(degenerate, -1)
+    ids = [[0, 1, 2]] * 4
+    values = logprobs[:, :3].tolist()
+    values[0][2] = values[1][2] = -9999.0  # vLLM writes -inf as -9999
+    report["minus_inf_and_-9999"] = _round_trip(
+        degenerate.float(), ids, values, codec, sparse_divergence
+    )
+    return report
+
+
+def _round_trip(logits, ids, values, codec, sparse_divergence) -> dict:
+    """Encode and decode one block of rows; error, decoded mass, perfect-student KD loss."""
+    import torch
+
+    dictionary = codec.build_dictionary([ids])
+    id_blob, lp_blob = codec.encode_row(ids, values, dictionary)
+    decoded_ids, decoded = codec.decode_row(id_blob, lp_blob, len(ids), len(ids[0]), dictionary)
+    true = np.asarray(values, dtype=np.float64)
+    got = np.asarray(decoded, dtype=np.float64)
+    zero = true <= -9999
+    out = {
+        "ids_exact": decoded_ids == ids,
+        "zero_probability_entries_exact": bool(np.isneginf(got[zero]).all()),
+        "mean_abs_logprob_error": float(np.abs(got - true)[~zero].mean()),
+        "max_abs_logprob_error": float(np.abs(got - true)[~zero].max()),
+        "max_decoded_mass": float(np.exp(got).sum(-1).max()),
+        "bytes_per_pair_raw": (len(id_blob) + len(lp_blob)) / true.size,
+    }
+    for kind in ("forward_kl", "reverse_kl"):
+        loss = sparse_divergence(
+            logits, torch.tensor(decoded_ids), torch.tensor(decoded), kind, reduction="none"
+        )
+        out[f"perfect_student_{kind}_mean"] = float(loss.mean())
+        out[f"perfect_student_{kind}_max"] = float(loss.max())
+    return out
 
 
 if __name__ == "__main__":

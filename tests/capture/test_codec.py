@@ -1,5 +1,5 @@
 """The q8 top-k codec: exact ids, logprobs within the documented bound, a KD loss that barely
-moves, and stores that read back as if they were plain."""
+moves, and stores that read back as if they were plain (v2; v1 stores still read)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def test_ids_round_trip_exactly_and_logprobs_stay_within_the_bound():
     decoded_ids, decoded = codec.decode_row(id_blob, lp_blob, 200, 20, dictionary)
     assert decoded_ids == ids
     true, got = np.asarray(logprobs), np.asarray(decoded)
-    top, kth_gap = true[:, :1], true[:, :1] - true[:, -1:]
-    bound = kth_gap / 255 * (1 + 2**-10) / 2 + np.abs(top) * 2**-11 + 1e-6
+    kth_gap = true[:, :1] - true[:, -1:]  # all below codec.GAP_RANGE here: no escapes
+    bound = kth_gap / codec.LEVELS * (1 + 2**-10) + 1e-6  # the step: gap rounding + rescaling
     assert (np.abs(got - true) <= bound).all()
     assert np.abs(got - true).mean() <= 0.01
 
@@ -72,6 +72,37 @@ def test_a_q8_store_reads_back_like_a_plain_one(tiny_model_dir, prompts_file, tm
         assert np.allclose(row["topk_logprobs"], twin["topk_logprobs"], atol=0.05)
     only_ids = packed.store.read_table(["id", "topk_ids"])
     assert only_ids.column_names == ["id", "topk_ids"]
+
+
+def test_a_v1_store_still_reads(tmp_path):
+    # A store written before v2 (top float16, step float16, uint8 gap deltas; no tail) keeps
+    # reading as it always did.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from retort.capture.store import DICTIONARY_KEY, SCHEMA_Q8, Store
+
+    store = Store.create_or_resume(tmp_path / "s", {"codec": codec.V1, "top_k": 2})
+    step = np.float16(1.0 / 255)
+    lp_blob = np.float16(-0.5).tobytes() + step.tobytes() + np.array([0, 255], np.uint8).tobytes()
+    row = {
+        "id": "a",
+        "prompt": "p",
+        "completion": "c",
+        "finish_reason": "length",
+        "prompt_token_ids": [1],
+        "completion_token_ids": [7],
+        "topk_ids": codec.pack_dictionary([1, 0]),  # dictionary ranks 1, 0 → ids 9, 4
+        "topk_logprobs": lp_blob,
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        "latency_ms": 0.0,
+    }
+    metadata = {DICTIONARY_KEY: codec.pack_dictionary([4, 9])}
+    table = pa.Table.from_pylist([row], schema=SCHEMA_Q8.with_metadata(metadata))
+    pq.write_table(table, store.shards_dir / "part-v1.parquet")
+    (read,) = Store.open(tmp_path / "s").rows()
+    assert read["topk_ids"] == [[9, 4]]
+    assert read["topk_logprobs"][0] == pytest.approx([-0.5, -0.5 - 255 * float(step)], abs=1e-3)
 
 
 def test_a_student_trains_on_a_q8_store(tiny_model_dir, prompts_file, tmp_path):

@@ -6,6 +6,11 @@ Rate limits use the ``limits`` library (moving windows over requests and tokens 
 A retry waits what the server said (``retry-after-ms``, ``Retry-After``) or an exponential
 backoff with jitter; ``x-should-retry`` overrides the status-based decision. The budget stops
 new requests once spent; prompts not attempted stay missing and the next run takes them.
+
+A reply without the teacher's top-k for every token (``top_logprobs: null``, a null or short
+position) is refused by the parser and recorded as a failure with its reason, like a reply whose
+tokens map to no id: a row is stored only when each completion token has its top-k (the one
+exception, an end token the server gave no logprobs for, is an explicit empty position).
 """
 
 from __future__ import annotations
@@ -129,8 +134,16 @@ async def capture(
                 return
             outcome.prompt_tokens += reply.prompt_tokens or len(prompt_ids)
             outcome.completion_tokens += reply.completion_tokens
+            out = reply.generation
+            reason = None
             if reply.unmapped:
                 reason = f"{reply.unmapped} returned tokens have no id in the declared tokenizer"
+            elif top_k and len(out.topk_ids) != len(out.completion_ids):
+                reason = (
+                    f"top-k for {len(out.topk_ids)} of {len(out.completion_ids)} completion "
+                    "tokens; the row would train on made-up teacher data"
+                )
+            if reason is not None:
                 outcome.failures.append({"id": record.id, "reason": reason, "attempts": attempts})
             else:
                 shards.add(make_row(record, prompt_ids, reply.generation))

@@ -13,6 +13,7 @@ so a run killed at any instant and started again ends with every prompt present 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -28,11 +29,12 @@ import pyarrow.parquet as pq
 from retort.capture import codec
 from retort.errors import StoreError
 
+log = logging.getLogger(__name__)
 FORMAT = "retort-store"
 VERSION = 1
 CODEC = "plain-int32-f32"  # top-k ids as int32, logprobs as float32
 CODECS = {"plain": CODEC, "q8": codec.NAME}  # the --codec choices → stored codec names
-DICTIONARY_KEY = b"retort.topk_dictionary"  # shard metadata of the q8 codec
+DICTIONARY_KEY = b"retort.topk_dictionary"  # shard metadata of the q8 codecs
 TOPK_COLUMNS = ("topk_ids", "topk_logprobs")
 
 SCHEMA = pa.schema(
@@ -53,7 +55,7 @@ SCHEMA = pa.schema(
 )
 
 
-# The q8 codec stores each row's top-k as two binary blobs (see codec.py).
+# The q8 codecs store each row's top-k as two binary blobs (see codec.py).
 SCHEMA_Q8 = pa.schema(
     [
         pa.field(name, pa.binary()) if name in TOPK_COLUMNS else SCHEMA.field(name)
@@ -99,7 +101,16 @@ class Store:
                 f"{manifest_path}: format {manifest.get('format')} v{manifest.get('version')}; "
                 f"this retort reads {FORMAT} v{VERSION}"
             )
-        return cls(path, manifest)
+        store = cls(path, manifest)
+        if store.codec == codec.V1:
+            log.warning(
+                "%s: top-k codec %s can decode peaked positions with more than all the "
+                "teacher's mass (no tail left for KD); capture again with --codec q8 for %s",
+                path,
+                codec.V1,
+                codec.NAME,
+            )
+        return store
 
     @classmethod
     def create_or_resume(cls, path: Path, fingerprint: dict[str, Any]) -> Store:
@@ -108,6 +119,11 @@ class Store:
         if (path / "manifest.json").exists():
             store = cls.open(path)
             differences = describe_differences(store.fingerprint, fingerprint)
+            if differences and store.codec == codec.V1:
+                raise StoreError(
+                    f"{path}: store was written with codec {codec.V1}, which this retort reads "
+                    "but no longer writes; use a new --out"
+                )
             if differences:
                 raise StoreError(
                     f"{path}: store was made with different settings ({differences}); "
@@ -196,21 +212,29 @@ class Store:
         }
 
     def _encode(self, rows: list[dict[str, Any]]) -> pa.Table:
+        if self.codec == codec.V1:
+            raise StoreError(
+                f"{self.path}: codec {codec.V1} is read, never written; use a new --out"
+            )
         if self.codec != codec.NAME:
             return pa.Table.from_pylist(rows, schema=SCHEMA)
         dictionary = codec.build_dictionary([r["topk_ids"] or [] for r in rows])
+        k = int(self.fingerprint.get("top_k") or 0) or None
         packed = []
         for row in rows:
-            ids, logprobs = codec.encode_row(
-                row["topk_ids"] or [], row["topk_logprobs"] or [], dictionary
-            )
+            try:
+                ids, logprobs = codec.encode_row(
+                    row["topk_ids"] or [], row["topk_logprobs"] or [], dictionary, k
+                )
+            except ValueError as exc:
+                raise StoreError(f"{self.path}: row {row['id']}: {exc}") from None
             packed.append({**row, "topk_ids": ids, "topk_logprobs": logprobs})
         metadata = {DICTIONARY_KEY: codec.pack_dictionary(dictionary)}
         return pa.Table.from_pylist(packed, schema=SCHEMA_Q8.with_metadata(metadata))
 
     def _read_shard(self, shard: Path, columns: list[str] | None) -> pa.Table:
         """One shard with the plain schema, top-k decoded when the codec packed it."""
-        if self.codec != codec.NAME:
+        if self.codec not in codec.NAMES:
             return pq.read_table(shard, columns=columns, schema=SCHEMA)
         wanted = columns or SCHEMA.names
         if not any(c in TOPK_COLUMNS for c in wanted):
@@ -228,7 +252,7 @@ class Store:
             strict=True,
         ):
             positions = len(completion) if id_blob else 0
-            ids, logprobs = codec.decode_row(id_blob, lp_blob, positions, k, dictionary)
+            ids, logprobs = codec.decode_row(id_blob, lp_blob, positions, k, dictionary, self.codec)
             decoded_ids.append(ids)
             decoded_logprobs.append(logprobs)
         columns_out = {name: table.column(name) for name in wanted if name not in TOPK_COLUMNS}

@@ -6,6 +6,23 @@ accept), or sent as messages to ``/v1/chat/completions`` (``endpoint="chat"``: a
 server, which renders them itself). Returned tokens are mapped back to the declared tokenizer's
 ids: exactly through vLLM's ``return_tokens_as_token_ids`` when the server honours it, else
 through each token's bytes; a position that maps to no id is reported, never guessed.
+
+The end token. Servers drop it from ``text`` (special tokens are skipped) and OpenAI from
+``logprobs.content`` too, so a reply that finished with ``"stop"`` gets the teacher's
+end-of-turn token appended unless it already ends with one: local and HTTP capture of one prompt
+store the same ids, and students learn to stop. A stop caused by a stop *string* is not the
+model ending its turn: the text is cut before the string, so no end token is added and the row
+says ``finish_reason="stop_string"`` (vLLM says which it was in ``stop_reason``: a string, a
+stop token id, or None for the end token; retort sends no stop strings, so a plain ``"stop"``
+means the end token). An appended end token has no
+top-k (the server reported none): its position holds an empty list, which training KD-masks
+while cross-entropy still teaches the stop.
+
+Missing teacher data. With logprobs requested, every returned token must come with its top-k
+(at least k alternatives): a reply with ``top_logprobs: null``, a null or short position, or
+fewer positions than tokens is refused (``RequestFailed``, not retried) and the capture records
+it as a failure, never as a row whose gaps training would fill in. vLLM writes a logprob of
+``-inf`` as -9999; both are stored as ``-inf`` (zero probability).
 """
 
 from __future__ import annotations
@@ -29,6 +46,7 @@ from retort.teachers.tokens import TokenText
 T = TypeVar("T")
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 60.0
+ZERO_LOGPROB = -9999.0  # vLLM's JSON stand-in for a logprob of -inf
 
 
 class RequestFailed(Exception):
@@ -74,6 +92,8 @@ class HTTPTeacher:
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.tokens = TokenText(tokenizer)
+        self.end_token_id = end_of_turn_id(tokenizer)
+        self.end_ids = set(tokenizer.all_special_ids)  # a reply ending in one has its end token
         # OpenAI caps top_logprobs at 20, vLLM at its --max-logprobs; the probe asks the
         # server itself before any work, so the declared cap here is only a sanity bound.
         self.capabilities = Capabilities(generate=True, score=False, logits=False, max_top_k=1000)
@@ -213,6 +233,7 @@ class HTTPTeacher:
         logprobs = choice.get("logprobs")
         if want_logprobs and not logprobs:
             raise RequestFailed("logprobs missing from the response", retryable=True)
+        tops: list[list[tuple[str, Any, float]] | None] | None
         if self.endpoint == "chat":
             text = choice["message"]["content"] or ""
             entries = (logprobs or {}).get("content") or []
@@ -220,7 +241,9 @@ class HTTPTeacher:
             token_bytes = [e.get("bytes") for e in entries]
             token_lps = [e["logprob"] for e in entries]
             tops = [
-                [(t["token"], t.get("bytes"), t["logprob"]) for t in e.get("top_logprobs", [])]
+                None
+                if e.get("top_logprobs") is None
+                else [(t["token"], t.get("bytes"), t["logprob"]) for t in e["top_logprobs"]]
                 for e in entries
             ]
         else:
@@ -228,29 +251,43 @@ class HTTPTeacher:
             tokens = list((logprobs or {}).get("tokens") or [])
             token_bytes = [None] * len(tokens)
             token_lps = list((logprobs or {}).get("token_logprobs") or [])
-            tops = [
-                [(t, None, lp) for t, lp in (top or {}).items()]
-                for top in (logprobs or {}).get("top_logprobs") or []
-            ]
+            listed = (logprobs or {}).get("top_logprobs")
+            tops = (
+                None
+                if listed is None
+                else [
+                    None if top is None else [(t, None, lp) for t, lp in top.items()]
+                    for top in listed
+                ]
+            )
         unmapped = 0
         if tokens:
             ids = [self.token_id(t, b) for t, b in zip(tokens, token_bytes, strict=True)]
         else:  # text only: the declared tokenizer's reading of the text
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         unmapped += sum(i is None for i in ids)
+        finish_reason = choice.get("finish_reason") or "length"  # unsaid: maybe not the end
+        if finish_reason == "stop" and isinstance(choice.get("stop_reason"), str):
+            finish_reason = "stop_string"  # cut before a stop string: the turn did not end
         generation = Generation(
             completion_ids=[i if i is not None else -1 for i in ids],
-            finish_reason=choice.get("finish_reason") or "stop",
+            finish_reason=finish_reason,
             token_logprobs=[float(lp) for lp in token_lps],
         )
         if want_logprobs:
             k = body.get("top_logprobs") or body.get("logprobs")
-            for position in tops:
+            for position in _complete_topk(tops, len(ids), k):
                 ranked = sorted(position, key=lambda t: -t[2])[:k]
                 mapped = [(self.token_id(t, b), lp) for t, b, lp in ranked]
                 unmapped += sum(i is None for i, _ in mapped)
                 generation.topk_ids.append([i if i is not None else -1 for i, _ in mapped])
-                generation.topk_logprobs.append([float(lp) for _, lp in mapped])
+                generation.topk_logprobs.append([_logprob(lp) for _, lp in mapped])
+        end = self._missing_end_token(generation.completion_ids, finish_reason, choice, body)
+        if end is not None:
+            generation.completion_ids.append(end)
+            if want_logprobs:  # the server reported no distribution for it: none is stored
+                generation.topk_ids.append([])
+                generation.topk_logprobs.append([])
         usage = payload.get("usage") or {}
         return HTTPReply(
             generation,
@@ -258,6 +295,26 @@ class HTTPTeacher:
             completion_tokens=int(usage.get("completion_tokens") or len(ids)),
             unmapped=unmapped,
         )
+
+    def _missing_end_token(
+        self, ids: list[int], finish_reason: str, choice: dict[str, Any], body: dict[str, Any]
+    ) -> int | None:
+        """The end token a ``"stop"`` reply left out of its tokens, or None (see the module
+        docstring for why a stop string gets none)."""
+        if finish_reason != "stop":
+            return None
+        stop_reason = choice.get("stop_reason")  # vLLM: str stop string | int stop token | None
+        if isinstance(stop_reason, str):
+            return None
+        if isinstance(stop_reason, int) and not isinstance(stop_reason, bool):
+            end = stop_reason
+        elif body.get("stop"):
+            return None  # a stop string may have ended it and the server does not say
+        else:
+            end = self.end_token_id
+        if end is None or (ids and (ids[-1] == end or ids[-1] in self.end_ids)):
+            return None
+        return end
 
     def _parse_scores(
         self, payload: dict[str, Any], choice: dict[str, Any], body: dict[str, Any], start: int
@@ -272,9 +329,14 @@ class HTTPTeacher:
             actual = entry[sequence[position]]
             generation.token_logprobs.append(float(actual["logprob"]))
             ranked = sorted(entry.items(), key=lambda item: item[1]["rank"])[:k]
+            if k and len(ranked) < k:
+                raise RequestFailed(
+                    f"position {position}: {len(ranked)} top-k logprobs of the {k} asked for",
+                    retryable=False,
+                )
             if k:
                 generation.topk_ids.append([token for token, _ in ranked])
-                generation.topk_logprobs.append([float(v["logprob"]) for _, v in ranked])
+                generation.topk_logprobs.append([_logprob(v["logprob"]) for _, v in ranked])
         usage = payload.get("usage") or {}
         return HTTPReply(generation, int(usage.get("prompt_tokens") or len(sequence)), 0, 0)
 
@@ -286,6 +348,50 @@ class HTTPTeacher:
         table = _bytes_to_id(self.tokens)
         key = bytes(raw) if raw is not None else token.encode()
         return table.get(key)
+
+
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The token that ends the teacher's turn: the first special token the chat template puts
+    after an assistant message (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``), else the
+    tokenizer's EOS (a base model), else None."""
+    marker = "\x00retort-answer\x00"
+    if tokenizer.chat_template:
+        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+        try:
+            text = tokenizer.apply_chat_template(turns, tokenize=False)
+        except Exception:  # a template that refuses this shape: fall back to the EOS token
+            text = ""
+        if marker in text:
+            after = text[text.rindex(marker) + len(marker) :]
+            special = set(tokenizer.all_special_ids)
+            for token in tokenizer(after, add_special_tokens=False)["input_ids"]:
+                if token in special:
+                    return token
+    return tokenizer.eos_token_id
+
+
+def _complete_topk(
+    tops: list[list[tuple[str, Any, float]] | None] | None, tokens: int, k: int
+) -> list[list[tuple[str, Any, float]]]:
+    """The per-token top-k of a reply, refused unless every token has at least ``k``."""
+    if tops is None:
+        raise RequestFailed("no top-k logprobs in the reply (top_logprobs is null)", False)
+    if len(tops) != tokens:
+        raise RequestFailed(f"top-k logprobs for {len(tops)} of {tokens} returned tokens", False)
+    for position, top in enumerate(tops):
+        if top is None:
+            raise RequestFailed(f"position {position}: top_logprobs is null (no top-k)", False)
+        if len(top) < k:
+            raise RequestFailed(
+                f"position {position}: {len(top)} top-k logprobs of the {k} asked for", False
+            )
+    return tops  # type: ignore[return-value]
+
+
+def _logprob(value: Any) -> float:
+    """A returned logprob as a float; vLLM's -9999 (its JSON for -inf) becomes -inf."""
+    value = float(value)
+    return float("-inf") if value <= ZERO_LOGPROB else value
 
 
 @functools.cache

@@ -4,6 +4,12 @@ A row is ``prompt_token_ids + completion_token_ids``. ``labels`` hold the comple
 their positions and -100 elsewhere; ``topk_ids``/``topk_logprobs`` hold, at the same positions,
 the teacher's distribution for that token. The loss pairs logits at position t with labels at
 t+1 (the usual shift), so both are aligned with ``input_ids`` here and shifted in the loss.
+
+Missing teacher data is never made up. A row's top-k must have one (possibly empty) position
+per completion token, or the row is refused (``StoreError`` naming it). A completion token
+without teacher top-k (an empty position: the end token an OpenAI-style server gave no logprobs
+for; or a row captured without top-k) keeps its label, so cross-entropy trains it, and gets
+all-``-inf`` top-k logprobs, which ``losses.sparse`` reads as "no teacher data": no KD term.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from typing import Any
 
 import torch
 
+from retort.errors import StoreError
+
 log = logging.getLogger(__name__)
 IGNORE = -100
 
@@ -26,25 +34,32 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
-    topk_ids: list[list[int]] | None  # one list per completion token, aligned to its position
+    topk_ids: list[list[int]] | None  # one list per completion token ([]: no teacher data)
     topk_logprobs: list[list[float]] | None
     prompt_length: int
 
 
 def examples_from_rows(rows: list[dict[str, Any]], max_seq_len: int) -> list[Example]:
-    """Build examples; completions past ``max_seq_len`` are cut, rows with no room dropped."""
+    """Build examples; completions past ``max_seq_len`` are cut, rows with no room dropped.
+
+    Raises:
+        StoreError: a row's top-k does not line up with its completion tokens.
+    """
     examples = []
-    dropped = 0
+    dropped = without_topk = with_topk = 0
     for row in rows:
         prompt = list(row["prompt_token_ids"])
         completion = list(row["completion_token_ids"])
+        topk_ids = row.get("topk_ids") or None
+        topk_logprobs = row.get("topk_logprobs") or None
+        _check_topk(row, completion, topk_ids, topk_logprobs)
+        with_topk += topk_ids is not None
+        without_topk += topk_ids is None and bool(completion)
         room = max_seq_len - len(prompt)
         if room < 1 or not completion:
             dropped += 1
             continue
         completion = completion[:room]
-        topk_ids = row.get("topk_ids") or None
-        topk_logprobs = row.get("topk_logprobs") or None
         examples.append(
             Example(
                 input_ids=prompt + completion,
@@ -56,17 +71,51 @@ def examples_from_rows(rows: list[dict[str, Any]], max_seq_len: int) -> list[Exa
         )
     if dropped:
         log.warning("%d rows dropped: prompt longer than max_seq_len or empty completion", dropped)
+    if with_topk and without_topk:
+        log.warning(
+            "%d of %d rows have no teacher top-k: their tokens get no KD target, only "
+            "cross-entropy (capture them again to distill them)",
+            without_topk,
+            with_topk + without_topk,
+        )
     return examples
+
+
+def _check_topk(
+    row: dict[str, Any],
+    completion: list[int],
+    topk_ids: list[list[int]] | None,
+    topk_logprobs: list[list[float]] | None,
+) -> None:
+    """Refuse a row whose top-k does not give one position per completion token."""
+    if topk_ids is None and topk_logprobs is None:
+        return
+    where = f"store row {row.get('id')!r}"
+    fix = "capture this row again (or remove it from the store)"
+    ids_n, lps_n = len(topk_ids or []), len(topk_logprobs or [])
+    if ids_n != len(completion) or lps_n != len(completion):
+        raise StoreError(
+            f"{where}: top-k ids for {ids_n} and logprobs for {lps_n} positions, but "
+            f"{len(completion)} completion tokens; {fix}"
+        )
+    for position, (ids, logprobs) in enumerate(zip(topk_ids, topk_logprobs, strict=True)):
+        if len(ids) != len(logprobs):
+            raise StoreError(
+                f"{where}: top-k position {position} has {len(ids)} ids and "
+                f"{len(logprobs)} logprobs; {fix}"
+            )
 
 
 def collate(examples: list[Example], pad_id: int, top_k: int = 0) -> dict[str, torch.Tensor]:
     """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels`` (B, L), and when
     ``top_k`` > 0, ``topk_ids`` (B, L, k) int64 and ``topk_logprobs`` (B, L, k) float32.
 
-    Positions without teacher data (prompt, padding) hold a uniform distribution over ids
-    0..k-1 and the tail: masked out by ``labels`` == -100, and finite, because a masked value
-    with an infinite derivative still turns into NaN in backward (0 · ∞) — reverse KL against
-    a one-hot did exactly that.
+    Positions without teacher data (prompt, padding, completion tokens with an empty or no
+    top-k) hold ids 0..k-1 with logprobs all ``-inf``: ``losses.sparse`` reads that as "no
+    teacher data" and gives them no KD term and no gradient (it computes them on a finite
+    stand-in, because a masked value with an infinite derivative still turns into NaN in
+    backward, 0 · ∞). A position with fewer than k entries is padded with ``-inf`` entries,
+    which join the tail bucket exactly as if they were not listed.
     """
     width = max(len(e.input_ids) for e in examples)
     batch = len(examples)
@@ -76,21 +125,35 @@ def collate(examples: list[Example], pad_id: int, top_k: int = 0) -> dict[str, t
     out: dict[str, torch.Tensor] = {}
     if top_k:
         topk_ids = torch.arange(top_k).expand(batch, width, top_k).clone()
-        topk_logprobs = torch.full((batch, width, top_k), -math.log(top_k + 1))
+        topk_logprobs = torch.full((batch, width, top_k), -math.inf)
     for i, example in enumerate(examples):
         n = len(example.input_ids)
         input_ids[i, :n] = torch.tensor(example.input_ids)
         attention_mask[i, :n] = 1
         labels[i, :n] = torch.tensor(example.labels)
         if top_k and example.topk_ids:
-            start = example.prompt_length
-            count = len(example.topk_ids)
-            topk_ids[i, start : start + count] = torch.tensor(example.topk_ids)[:, :top_k]
-            topk_logprobs[i, start : start + count] = torch.tensor(example.topk_logprobs)[:, :top_k]
+            _place_topk(topk_ids[i], topk_logprobs[i], example, top_k)
     out.update(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     if top_k:
         out.update(topk_ids=topk_ids, topk_logprobs=topk_logprobs)
     return out
+
+
+def _place_topk(ids: torch.Tensor, logprobs: torch.Tensor, example: Example, top_k: int) -> None:
+    """Write one example's stored top-k into its rows ``(L, k)`` of the batch, in place."""
+    start = example.prompt_length
+    positions = example.topk_ids
+    sizes = {len(p) for p in positions}
+    if len(sizes) == 1 and min(sizes) >= top_k:  # the usual case: one tensor copy
+        count = len(positions)
+        ids[start : start + count] = torch.tensor(positions)[:, :top_k]
+        logprobs[start : start + count] = torch.tensor(example.topk_logprobs)[:, :top_k]
+        return
+    for offset, (position, values) in enumerate(zip(positions, example.topk_logprobs, strict=True)):
+        n = min(len(position), top_k)
+        if n:  # an empty position keeps the "no teacher data" filler
+            ids[start + offset, :n] = torch.tensor(position[:n])
+            logprobs[start + offset, :n] = torch.tensor(values[:n])
 
 
 @functools.lru_cache(maxsize=4)
