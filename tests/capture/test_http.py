@@ -219,3 +219,15 @@ def test_http_work_runs_from_inside_a_running_event_loop():
 
     assert run_sync(answer()) == 7
     assert asyncio.run(notebook_cell()) == 7
+
+
+def test_an_http_store_does_not_claim_retorts_exact_decoding(tiny_server, tiny_model_dir, tmp_path):
+    # The server samples with its own defaults beyond temperature/top_p/seed: the fingerprint
+    # must say so, not copy the local teacher's neutralised-knob list.
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Say hi."}])
+    http = generate(http_config(tiny_server, tiny_model_dir, prompts, tmp_path / "http"))
+    local = generate(
+        GenerateConfig(teacher=str(tiny_model_dir), prompts=prompts, out=tmp_path / "local")
+    )
+    assert http.store.fingerprint["decoding"]["sampler"] == "the server's"
+    assert local.store.fingerprint["decoding"]["model_generation_config"] == "ignored"

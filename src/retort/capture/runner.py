@@ -64,6 +64,9 @@ def fingerprint(
         "chat_template_sha256": _sha256(teacher.tokenizer.chat_template or ""),
         "mode": mode,
         **sampling.as_dict(),
+        # What decodes beyond the user's settings: retort's own exact decode for a local
+        # teacher; for an HTTP teacher, whatever the server applies (only it knows).
+        "decoding": getattr(teacher, "decoding", None) or sampling.as_dict()["decoding"],
         "top_k": top_k,
         "codec": codec,
     }

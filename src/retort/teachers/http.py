@@ -103,6 +103,13 @@ class HTTPTeacher:
     def identity(self) -> dict[str, Any]:
         return {"model": f"{self.base_url}#{self.model}", "served_revision": self.revision}
 
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """The fingerprint's decoding entry: the server samples, with its own defaults beyond
+        what retort sends (vLLM applies a checkpoint's generation_config.json unless started
+        with ``--generation-config vllm``), so retort's exact-decode claim does not hold here."""
+        return {"sampler": "the server's", "sent": ["temperature", "top_p", "seed"]}
+
     def client(self, concurrency: int = 8) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         return httpx.AsyncClient(
