@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from retort.capture.prompts import load_prompts
@@ -106,3 +108,21 @@ def test_repeated_prompts_are_named_or_dropped_with_dedup(tmp_path):
         load_prompts(path)
     kept = load_prompts(path, dedup=True)
     assert [r.where.rsplit(":", 1)[1] for r in kept] == ["1", "2"]  # whitespace-insensitive
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_line_that_is_not_utf8_is_named_by_its_line(suffix, tmp_path):
+    # A Latin-1 "é" on line 17, far past the first read buffer of a text-mode file.
+    path = tmp_path / f"prompts{suffix}"
+    if suffix == ".jsonl":
+        lines = [json.dumps({"prompt": f"question {i} " + "x" * 600}) for i in range(1, 17)]
+        lines.append('{"prompt": "caf\xe9"}')
+    else:
+        lines = ["prompt"] + [f"question {i} " + "x" * 600 for i in range(2, 17)] + ["caf\xe9"]
+    path.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.raises(InputError) as caught:
+        load_prompts(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:17: not valid UTF-8")
+    assert "column 16" in message if suffix == ".jsonl" else "column 4" in message
+    assert "save it as UTF-8" in message

@@ -34,7 +34,7 @@ def test_a_chat_template_error_names_the_record_and_leaves_no_store(
 def test_a_prompts_file_that_is_not_utf8_is_an_input_error(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'{"prompt": "caf\xe9"}\n')
-    with pytest.raises(InputError, match=r"p\.jsonl: not UTF-8 text"):
+    with pytest.raises(InputError, match=r"p\.jsonl:1: not valid UTF-8"):
         load_prompts(path)
 
 

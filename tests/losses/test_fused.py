@@ -82,3 +82,49 @@ def test_chunked_cross_entropy_equals_cross_entropy(chunk_size):
         torch.autograd.grad(chunked, (hs, ws)), torch.autograd.grad(dense, (hs, ws)), strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def matmul_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "jsd"])
+def test_fused_with_a_frozen_head_builds_no_head_gradient(kind):
+    # LoRA freezes the head: the (V × H) head gradient is a buffer and a matmul per chunk that
+    # nobody reads. Input gradients stay those of the materialized loss.
+    hs, ws, ht, wt, mask = inputs(seed=6)
+    frozen = ws.detach()
+    dense = divergence(hs @ frozen.T, ht @ wt.T, kind, mask=mask)
+    (want,) = torch.autograd.grad(dense, hs)
+    fused = fused_divergence(hs, frozen, ht, wt, kind, mask=mask, chunk_size=7)
+    (got,) = torch.autograd.grad(fused, hs)
+    torch.testing.assert_close(fused, dense, rtol=1e-5, atol=0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-12)
+
+    def step(head):
+        hidden = hs.detach().requires_grad_()
+        fused_divergence(hidden, head, ht, wt, kind, mask=mask, chunk_size=7).backward()
+        return hidden, head
+
+    trainable_flops = matmul_flops(lambda: step(ws.detach().requires_grad_()))
+    frozen_flops = matmul_flops(lambda: step(frozen))
+    head_gradient = 2 * int(mask.sum()) * VOCAB * STUDENT_H  # grad_logits.T @ hidden
+    assert frozen_flops == trainable_flops - head_gradient
+    _, head = step(frozen)
+    assert head.grad is None
+
+
+def test_fused_without_any_gradient_computes_the_value_alone():
+    hs, ws, ht, wt, mask = inputs(seed=7)
+    hs, ws = hs.detach(), ws.detach()
+    dense = divergence(hs @ ws.T, ht @ wt.T, "jsd", mask=mask)
+    forward_only = 2 * int(mask.sum()) * VOCAB * (STUDENT_H + TEACHER_H)  # both models' logits
+    flops = matmul_flops(lambda: fused_divergence(hs, ws, ht, wt, "jsd", mask=mask, chunk_size=7))
+    assert flops == forward_only
+    torch.testing.assert_close(
+        fused_divergence(hs, ws, ht, wt, "jsd", mask=mask, chunk_size=7), dense, rtol=1e-5, atol=0
+    )

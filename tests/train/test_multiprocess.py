@@ -87,3 +87,61 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(
     assert weights_one.keys() == weights_two.keys()
     for name, value in weights_one.items():
         assert (weights_two[name] - value).abs().max() <= 1e-5, name
+
+
+DRIVER = """
+import json, sys
+from retort.config import DistillConfig
+from retort.train.loop import distill
+
+class StopAt:  # Ctrl-C on every process once two steps are done
+    def start(self, *args, **kwargs): self.done = 0
+    def advance(self, amount=1, **stats):
+        self.done += amount
+        if self.done == 2:
+            raise KeyboardInterrupt
+    def finish(self): pass
+
+values = json.loads(sys.argv[1])
+straight, stopped = values.pop("straight"), values.pop("stopped")
+distill(DistillConfig(**values, out=straight))
+stopped = DistillConfig(**values, out=stopped)
+try:
+    distill(stopped, progress=StopAt())
+except KeyboardInterrupt:
+    pass
+distill(stopped, resume=True)
+"""
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate's launcher is not installed")
+def test_two_processes_resume_each_with_its_own_rng_streams(tiny_model_dir, tiny_store, tmp_path):
+    # LoRA dropout draws from each process's CPU generator, and the processes' batches differ
+    # in length, so their streams part after the first step: a resumed process that takes
+    # another's stream drops other units than the uninterrupted run did.
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    values = {
+        "data": str(tiny_store),
+        "student": "prune:2",
+        "teacher": str(tiny_model_dir),
+        "objective": "topk",
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.3, "targets": ["q_proj", "v_proj"]},
+        "max_steps": 4,
+        "batch_size": 4,
+        "learning_rate": 3e-2,
+        "warmup_steps": 0,
+        "save_every": 100,
+        "trackers": [],
+        "straight": str(tmp_path / "straight"),
+        "stopped": str(tmp_path / "stopped"),
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RETORT_LOG": "ERROR"}
+    launch = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    done = subprocess.run(
+        [*launch, str(driver), json.dumps(values)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(losses(tmp_path / "stopped")) == 4
+    assert losses(tmp_path / "stopped") == losses(tmp_path / "straight")  # bitwise, on CPU

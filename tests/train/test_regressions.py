@@ -8,10 +8,13 @@ import signal
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from retort.capture.store import Store
 from retort.errors import ConfigError
+from retort.train import checkpoint
 from retort.train.loop import distill
+from tests.conftest import build_tiny_model, save_model
 from tests.train.test_loop import StopAt, metrics, settings
 
 
@@ -84,3 +87,60 @@ def test_out_that_is_a_file_is_a_config_error(tiny_model_dir, tiny_store, tmp_pa
     with pytest.raises(ConfigError, match="--out is a file"):
         distill(settings(tiny_model_dir, tiny_store, target))
     assert target.read_text() == "mine"
+
+
+def test_a_second_ctrl_c_cannot_checkpoint_a_step_whose_update_is_applied_but_not_counted(
+    tiny_model_dir, tiny_store, tmp_path
+):
+    # Ctrl-C twice, the second while the optimizer has applied step 2's update but the loop has
+    # not counted it yet: a checkpoint named step 1 would hold step 2's weights, and a resumed
+    # run would apply step 2 twice.
+    steps = []
+
+    def press_twice(optimizer, args, kwargs):
+        if type(optimizer) is torch.optim.AdamW:
+            steps.append(1)
+            if len(steps) == 2:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+
+    hook = register_optimizer_step_post_hook(press_twice)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            distill(settings(tiny_model_dir, tiny_store, tmp_path / "run", save_every=100))
+    finally:
+        hook.remove()
+    saved = checkpoint.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in saved] == ["step-000002"]
+    state = torch.load(saved[-1] / "state.pt", weights_only=False)
+    updates = {int(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert updates == {2}  # AdamW's own count of applied updates
+
+
+def test_the_hidden_projector_is_a_function_of_the_run_seed(
+    tiny_model_dir, tiny_tokenizer, tiny_store, tmp_path
+):
+    # A student narrower than the teacher gets a learned projection; it was initialised from
+    # whatever the global generator held before the run set its seed.
+    narrow = save_model(
+        build_tiny_model(tiny_tokenizer, layers=2, hidden=32), tiny_tokenizer, tmp_path / "narrow"
+    )
+    projectors = []
+    for before in (1, 2):
+        torch.manual_seed(before)
+        out = tmp_path / f"run{before}"
+        config = settings(
+            tiny_model_dir,
+            tiny_store,
+            out,
+            student=str(narrow),
+            objective="online",
+            hidden_weight=1.0,
+            max_steps=1,
+        )
+        distill(config)
+        state = torch.load(out / "checkpoints" / "step-000001" / "state.pt", weights_only=False)
+        projectors.append(state["extra"]["projector"])
+    assert projectors[0].keys() == projectors[1].keys() and projectors[0]
+    for name, value in projectors[0].items():
+        assert torch.equal(value, projectors[1][name]), name

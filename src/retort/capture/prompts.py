@@ -10,6 +10,7 @@ in a CSV) and the fix.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,8 +149,9 @@ def _read_rows(path: Path) -> Any:
     """Yield ``(line_number, dict)`` from a JSONL, Parquet or CSV file."""
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".json", ".ndjson"}:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+        with path.open("rb") as handle:  # decoded line by line, to name a bad line
+            for number, raw in enumerate(handle, start=1):
+                line = _decode(path, raw, number)
                 if not line.strip():
                     continue
                 try:
@@ -168,11 +170,25 @@ def _read_rows(path: Path) -> Any:
     elif suffix == ".csv":
         import csv
 
-        with path.open(encoding="utf-8", newline="") as handle:
-            for number, value in enumerate(csv.DictReader(handle), start=2):
-                yield number, {k: v for k, v in value.items() if v not in (None, "")}
+        text = _decode(path, path.read_bytes())
+        for number, value in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+            yield number, {k: v for k, v in value.items() if v not in (None, "")}
     else:
         raise InputError(f"{path}: unknown prompts format '{suffix}'; use .jsonl, .parquet or .csv")
+
+
+def _decode(path: Path, data: bytes, first_line: int = 1) -> str:
+    """``data`` (text starting at line ``first_line``) as UTF-8; a byte that is not UTF-8 is
+    named by its line and column, like every other prompt error."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1  # 1-based, in bytes
+        raise InputError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+            "save it as UTF-8"
+        ) from None
 
 
 def _validate(raw: Any, where: str) -> PromptRecord:

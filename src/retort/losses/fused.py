@@ -45,7 +45,8 @@ def fused_divergence(
         Other arguments as in ``divergence``.
 
     Returns:
-        A scalar with gradients for ``student_hidden`` and ``student_head_weight``.
+        A scalar with gradients for ``student_hidden`` and ``student_head_weight``; only those
+        that require grad are computed (a frozen head, as under LoRA, costs no head gradient).
     """
     if reduction not in {"mean", "sum"}:
         raise ValueError(f"fused_divergence reduces with mean or sum, not {reduction!r}")
@@ -86,15 +87,23 @@ class _FusedDivergence(torch.autograd.Function):
         # Only unmasked tokens cost anything: masked ones contribute 0 and get 0 gradient.
         rows = mask.nonzero().squeeze(-1)
         scale = 1.0 / max(int(rows.numel()), 1) if reduction == "mean" else 1.0
+        # Build only the gradients autograd will ask for: a frozen head (LoRA) would otherwise
+        # cost a (V, H_s) buffer and one more (V × c × H_s) matmul per chunk, read by nobody.
+        want_hidden, want_weight = ctx.needs_input_grad[:2]
+        any_grad = want_hidden or want_weight  # none when evaluating: the value alone
         total = torch.zeros((), dtype=torch.float64, device=hidden.device)
-        grad_hidden = torch.zeros_like(hidden, dtype=at_least_f32(hidden).dtype)
-        grad_weight = torch.zeros_like(weight, dtype=at_least_f32(weight).dtype)
+        grad_hidden = (
+            torch.zeros_like(hidden, dtype=at_least_f32(hidden).dtype) if want_hidden else None
+        )
+        grad_weight = (
+            torch.zeros_like(weight, dtype=at_least_f32(weight).dtype) if want_weight else None
+        )
         temperature = options["temperature"]
         for start in range(0, int(rows.numel()), chunk_size):
             index = rows[start : start + chunk_size]
             h = hidden[index]  # (c, H_s)
             with torch.enable_grad():
-                logits = (h @ weight.T).detach().requires_grad_()  # (c, V)
+                logits = (h @ weight.T).detach().requires_grad_(any_grad)  # (c, V)
                 log_s = log_softmax_at(logits, temperature)
                 with torch.no_grad():
                     teacher_logits = teacher_hidden[index] @ teacher_weight.T  # (c, V)
@@ -103,30 +112,28 @@ class _FusedDivergence(torch.autograd.Function):
                 value = divergence_from_logprobs(
                     log_s, log_t, options["kind"], beta=options["beta"], alpha=options["alpha"]
                 ).sum()
-                (grad_logits,) = torch.autograd.grad(value, logits)  # (c, V)
             total += value.detach().double()
-            grad_logits = grad_logits.to(grad_hidden.dtype)
-            grad_hidden[index] = grad_logits @ at_least_f32(weight)  # (c, H_s)
-            grad_weight += grad_logits.T @ at_least_f32(h)  # (V, H_s)
-            del logits, log_s, log_t, grad_logits
+            if any_grad:
+                (grad_logits,) = torch.autograd.grad(value, logits)  # (c, V)
+                grad_logits = grad_logits.to(at_least_f32(hidden).dtype)
+                if grad_hidden is not None:
+                    grad_hidden[index] = grad_logits @ at_least_f32(weight)  # (c, H_s)
+                if grad_weight is not None:
+                    grad_weight += grad_logits.T @ at_least_f32(h)  # (V, H_s)
+                del grad_logits
+            del logits, log_s, log_t, value
         # Kept as attributes, not saved tensors: backward scales them in place (no second copy
         # of a vocabulary-sized gradient).
-        ctx.grads = (grad_hidden.mul_(scale), grad_weight.mul_(scale))
+        ctx.grads = tuple(g if g is None else g.mul_(scale) for g in (grad_hidden, grad_weight))
         ctx.input_dtypes = (hidden.dtype, weight.dtype)
         return (total * scale).to(at_least_f32(hidden).dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        grad_hidden, grad_weight = ctx.grads
+        grads = ctx.grads
         ctx.grads = None  # backward runs once; free the buffers with the graph
-        hidden_dtype, weight_dtype = ctx.input_dtypes
-        return (
-            grad_hidden.mul_(grad_output).to(hidden_dtype),
-            grad_weight.mul_(grad_output).to(weight_dtype),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
+        scaled = tuple(
+            None if grad is None else grad.mul_(grad_output).to(dtype)
+            for grad, dtype in zip(grads, ctx.input_dtypes, strict=True)
         )
+        return (*scaled, None, None, None, None, None, None)

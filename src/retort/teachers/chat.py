@@ -21,11 +21,26 @@ def chat_messages(
 def render_prompt(tokenizer: PreTrainedTokenizerBase, turns: list[dict[str, Any]]) -> list[int]:
     """Token ids of the conversation up to the assistant's turn.
 
-    With a chat template the template adds the assistant header; a base model without one gets
-    the user turns joined as plain text.
+    With a chat template the template adds the assistant header (and BOS, where the template
+    writes one); a base model without one gets the user turns joined as plain text, after BOS
+    when its tokenizer puts BOS before every text (Llama, Mistral, Gemma) as the model was
+    trained to see.
     """
     if tokenizer.chat_template:
         text = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
-    else:
-        text = "\n\n".join(str(t["content"]) for t in turns) + "\n\n"
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    text = "\n\n".join(str(t["content"]) for t in turns) + "\n\n"
+    return leading_bos(tokenizer) + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def leading_bos(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """``[bos_token_id]`` if the tokenizer's own special tokens start with BOS, else ``[]``.
+
+    Only BOS is taken from ``add_special_tokens``: some tokenizers also append EOS there, which
+    would end a prompt before the model has answered.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    specials = tokenizer("", add_special_tokens=True)["input_ids"]
+    return [bos] if specials[:1] == [bos] else []

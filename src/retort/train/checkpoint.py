@@ -3,11 +3,15 @@
 ``RUN/checkpoints/step-000050/`` holds ``state.pt`` and ``trainer_state.json``; a checkpoint is
 written in a hidden folder and renamed, so a folder that exists is whole. Only the newest
 ``keep`` checkpoints stay on disk.
+
+The random generators are saved per process (``rng``: one entry per rank, in rank order), CUDA's
+included: under DDP each process's dropout has drawn its own stream, so each resumes its own.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -18,6 +22,7 @@ import torch
 
 from retort.errors import ConfigError
 
+log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 INFO_FILE = "trainer_state.json"
 
@@ -31,8 +36,13 @@ def save(
     info: dict[str, Any],
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write the checkpoint of ``step`` and prune older ones beyond ``keep``."""
+    """Write the checkpoint of ``step`` and prune older ones beyond ``keep``.
+
+    ``rng_states`` holds every process's ``rng_state()`` in rank order (gathered by the
+    caller); without it, this process's own is saved as the only one.
+    """
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -44,11 +54,7 @@ def save(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "extra": extra or {},  # e.g. a hidden-state projector, the KD rescaler
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-        },
+        "rng": rng_states if rng_states is not None else [rng_state()],
     }
     torch.save(state, partial / STATE_FILE)
     (partial / INFO_FILE).write_text(json.dumps({"step": step, **info}, indent=2) + "\n")
@@ -81,10 +87,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rank: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Restore everything saved at ``path``; returns its trainer info (``step`` among it) and
-    the ``extra`` states for the caller to restore."""
+    """Restore everything saved at ``path``, the random generators of process ``rank``;
+    returns its trainer info (``step`` among it) and the ``extra`` states for the caller to
+    restore."""
     state = torch.load(path / STATE_FILE, weights_only=False)
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     absent = sorted(set(missing) - _frozen_names(model))  # frozen weights are not saved
@@ -96,7 +107,55 @@ def load(
         )
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    restore_rng(_rank_rng(state["rng"], rank, path))
     return json.loads((path / INFO_FILE).read_text()), state.get("extra", {})
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random generators: torch's CPU one, every CUDA device's, Python's and
+    NumPy's."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # Only once CUDA is in use: a process that never touched it has drawn nothing there,
+        # and reading the states would initialise CUDA in a CPU-only run.
+        state["cuda"] = torch.cuda.get_rng_state_all()  # one ByteTensor per device
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Set this process's generators to ``state`` (from ``rng_state``)."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if len(cuda) != count:
+            log.warning(
+                "checkpoint has CUDA RNG states for %d devices, this process sees %d; "
+                "restoring the first %d",
+                len(cuda),
+                count,
+                min(len(cuda), count),
+            )
+        torch.cuda.set_rng_state_all(cuda[:count])
+
+
+def _rank_rng(saved: Any, rank: int, path: Path) -> dict[str, Any]:
+    """Process ``rank``'s saved generators. Checkpoints written before per-process states hold
+    one mapping; a run resumed on more processes than wrote it starts the extra ones from the
+    first process's state (as one process's checkpoint always did)."""
+    states = [saved] if isinstance(saved, dict) else list(saved)
+    if rank >= len(states):
+        log.warning(
+            "%s: random state saved for %d process(es); process %d resumes from process 0's",
+            path,
+            len(states),
+            rank,
+        )
+        return states[0]
+    return states[rank]

@@ -8,6 +8,7 @@ log, checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,7 +71,7 @@ def distill(
 ) -> DistillResult:
     """Train ``config.student`` on ``config.data``; writes ``config.out`` (see DistillConfig)."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, set_seed
+    from accelerate.utils import DistributedType, gather_object, set_seed
 
     progress = progress or Silent()
     run_dir = Path(config.out)
@@ -127,7 +129,11 @@ def distill(
     checkpoints = checkpoint.list_checkpoints(run_dir)
     if resume and checkpoints:
         info, extra = checkpoint.load(
-            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler
+            checkpoints[-1],
+            accelerator.unwrap_model(model),
+            optimizer,
+            scheduler,
+            rank=accelerator.process_index,  # each process resumes its own random streams
         )
         if info.get("data") != data_identity:
             raise ConfigError(
@@ -139,11 +145,15 @@ def distill(
         if projector is not None:
             accelerator.unwrap_model(projector).load_state_dict(extra["projector"])
         rescaler.load_state_dict(extra.get("kd_rescaler", {}))
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
     else:  # a new run, or one stopped before its first checkpoint: start at step 0
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.jsonl").write_text("")
     if accelerator.is_main_process:
+        # The main process alone writes metrics.jsonl: two processes truncating it at once
+        # could each read the other's half-written file and lose the kept lines.
+        if step:
+            _truncate_metrics(run_dir / "metrics.jsonl", step)
+        else:
+            (run_dir / "metrics.jsonl").write_text("")
         save_yaml(config, run_dir / "config.yaml")
 
     def save() -> None:
@@ -156,9 +166,13 @@ def distill(
             "data": data_identity,
             "schedule": schedule.state_dict(),
         }
+        # Every process's generators, in rank order: the main process writes them all.
+        rng_states = gather_object([checkpoint.rng_state()])
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            checkpoint.save(run_dir, step, unwrapped, optimizer, scheduler, info, extra)
+            checkpoint.save(
+                run_dir, step, unwrapped, optimizer, scheduler, info, extra, rng_states=rng_states
+            )
         accelerator.wait_for_everyone()
 
     world = accelerator.num_processes
@@ -183,16 +197,19 @@ def distill(
             kd_scale = rescaler.scale if config.kd_rescale else 1.0
             sums, present, global_tokens = forward_backward(micro_batches, kd_scale)
             accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            schedule.tokens += int(global_tokens)
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
             totals = _sum_over_processes(accelerator, sums)
-            record = _step_record(step, totals, present, int(global_tokens))
-            if config.kd_rescale and "ce" in record and "kd" in record:
-                rescaler.update(record["ce"], record["kd"])
+            # Everything a checkpoint holds moves on together: a second Ctrl-C in here waits
+            # for the step boundary, so no checkpoint pairs step N with step N + 1's weights.
+            with stop.deferred():
+                optimizer.step()
+                schedule.tokens += int(global_tokens)
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                record = _step_record(step, totals, present, int(global_tokens))
+                if config.kd_rescale and "ce" in record and "kd" in record:
+                    rescaler.update(record["ce"], record["kd"])
+
             last_loss = record["loss"]
             record["lr"] = scheduler.get_last_lr()[0]
             record["tokens"] = int(global_tokens)
@@ -257,18 +274,30 @@ def _cpu_processes() -> bool:
 
 class StepBoundaryInterrupt:
     """Defers Ctrl-C to the next step boundary, so no checkpoint holds a half-applied update;
-    a second Ctrl-C interrupts at once."""
+    a second Ctrl-C interrupts at once, except inside ``deferred()``: there it waits for the
+    boundary too."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.holding = False  # inside deferred()
         self.previous = None
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and not self.holding:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = True  # check() raises at the boundary
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A block no Ctrl-C can split. Stopping at the boundary rather than the block's end
+        also keeps every process at the same step (check() agrees on it)."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
 
     def check(self, accelerator: Any = None) -> None:
         """Raise at this boundary if Ctrl-C was pressed; with several processes, all of them

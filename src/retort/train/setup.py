@@ -9,6 +9,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from retort.capture.store import Store
 from retort.config import DistillConfig, is_http_teacher
 from retort.errors import ConfigError, ModelError, StoreError
@@ -133,7 +135,12 @@ def _hidden_matching(
             f"layer_map: give {student_layers} teacher layers (1..{teacher_layers}), one per "
             f"student layer; got {layer_map}"
         )
-    projector = HiddenProjector(
-        student.config.hidden_size, teacher.config.hidden_size, len(layer_map)
-    ).to(next(student.parameters()).dtype)
-    return layer_map, projector
+    # Initialised from the run's seed alone: the loop seeds the global generator only after
+    # this, so the projector once depended on whatever ran before. fork_rng leaves the global
+    # stream as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        projector = HiddenProjector(
+            student.config.hidden_size, teacher.config.hidden_size, len(layer_map)
+        )
+    return layer_map, projector.to(next(student.parameters()).dtype)
