@@ -13,7 +13,17 @@ import sys
 import click
 import typer
 
-from retort.cli import distill, evaluate, generate, inspect, merge, quickstart, serve, synth
+from retort.cli import (
+    distill,
+    evaluate,
+    generate,
+    guard,
+    inspect,
+    merge,
+    quickstart,
+    serve,
+    synth,
+)
 from retort.errors import RetortError
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -26,7 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # docstring paragraphs rewrap to the terminal width
 )
-for verb in (quickstart, generate, synth, distill, merge, evaluate, inspect, serve):
+for verb in (quickstart, generate, synth, distill, merge, evaluate, inspect, serve, guard):
     verb.register(app)
 
 
