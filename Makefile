@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
 LINT_PATHS := $(wildcard src tests scripts bench)
 
-.PHONY: demo test lint format bench bench-quality clean
+.PHONY: demo test lint format bench bench-guard bench-quality clean
 
 demo: $(STAMP)
 	$(BIN)/retort quickstart
@@ -39,6 +39,13 @@ bench: $(STAMP)
 	$(BIN)/pip install -q "trl>=0.20"
 	$(BIN)/python bench/losses.py
 	$(BIN)/python bench/capture.py
+	$(BIN)/python bench/guard.py
+
+# The gateway's added latency and req/s, direct vs retort guard vs LiteLLM's proxy, on a local
+# fake upstream (~4 minutes; also run by `make bench`). LiteLLM goes in .bench-venv/ and wrk
+# comes from apt, both on first use.
+bench-guard: $(STAMP)
+	$(BIN)/python bench/guard.py
 
 # The quality table (docs/results.md): one student per objective at one token budget. About 15
 # minutes on one H100, hours on a CPU; resumable (runs/bench-quality).
