@@ -78,6 +78,28 @@ def test_streamed_chat_equals_the_whole_answer(client):
     assert finish == whole.choices[0].finish_reason
 
 
+def test_a_stream_asked_for_usage_ends_with_the_usage_of_the_whole_answer(client):
+    # guard (and any OpenAI client) settles token budgets from this last chunk
+    messages = [{"role": "user", "content": "Write one sentence about tea."}]
+    whole = client.chat.completions.create(
+        model=NAME, messages=messages, temperature=0, max_tokens=12, n=2
+    )
+    stream = client.chat.completions.create(
+        model=NAME,
+        messages=messages,
+        temperature=0,
+        max_tokens=12,
+        n=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
 def test_completions_with_n_stop_and_prompt_logprobs(client, teacher):
     prompt = "The capital of France is"
     response = client.completions.create(

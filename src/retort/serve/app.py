@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from retort.serve.engine import BatchingEngine, Job, stop_cut
 from retort.serve.protocol import ChatRequest, CompletionRequest
-from retort.teachers.chat import render_prompt
+from retort.teachers.chat import leading_bos, render_prompt
 from retort.teachers.decoding import derive_seed
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation
@@ -95,6 +95,10 @@ def create_app(
         prompt_ids = render_prompt(teacher.tokenizer, turns)
         return await _complete(body, prompt_ids, chat=True)
 
+    # Raw text is a base model's prompt: it starts with BOS where the tokenizer itself puts one
+    # (as local capture renders it), not only where the client sent token ids.
+    bos = leading_bos(teacher.tokenizer)
+
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest) -> Any:
         _check_model(body.model, served_name)
@@ -104,9 +108,9 @@ def create_app(
         elif isinstance(prompt, list):
             if len(prompt) != 1:
                 raise APIError(400, "prompt: send one prompt per request", "prompt")
-            prompt_ids = teacher.tokenizer(prompt[0], add_special_tokens=False)["input_ids"]
+            prompt_ids = bos + teacher.tokenizer(prompt[0], add_special_tokens=False)["input_ids"]
         else:
-            prompt_ids = teacher.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            prompt_ids = bos + teacher.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return await _complete(body, prompt_ids, chat=False)
 
     async def _complete(body: Any, prompt_ids: list[int], chat: bool) -> Any:
@@ -140,8 +144,13 @@ def create_app(
         ]
         request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         if body.stream:
+            usage_for = (
+                len(prompt_ids)
+                if body.stream_options and body.stream_options.include_usage
+                else None
+            )
             return StreamingResponse(
-                _stream(jobs, request_id, chat), media_type="text/event-stream"
+                _stream(jobs, request_id, chat, usage_for), media_type="text/event-stream"
             )
         try:
             outputs = await asyncio.gather(*(engine.generate(j) for j in jobs))
@@ -187,7 +196,11 @@ def create_app(
             },
         }
 
-    async def _stream(jobs: list[Job], request_id: str, chat: bool) -> AsyncIterator[str]:
+    async def _stream(
+        jobs: list[Job], request_id: str, chat: bool, usage_for: int | None
+    ) -> AsyncIterator[str]:
+        """SSE chunks; with ``usage_for`` (the prompt's token count, asked for through
+        ``stream_options.include_usage``) a last chunk with no choices carries the usage."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[int, int | Generation | Exception]] = asyncio.Queue()
         for index, job in enumerate(jobs):
@@ -222,15 +235,27 @@ def create_app(
             }
             return f"data: {json.dumps(body)}\n\n"
 
+        finished: list[Generation] = []
         try:
-            async for event in _events(chunk, events, jobs):
+            async for event in _events(chunk, events, jobs, finished):
                 yield event
         finally:  # a failure or a client gone: no one waits for the other choices any more
             for task in tasks:
                 task.cancel()
+        if usage_for is not None and len(finished) == len(jobs):
+            completion_tokens = sum(len(g.completion_ids) for g in finished)
+            usage = {
+                "prompt_tokens": usage_for,
+                "completion_tokens": completion_tokens,
+                "total_tokens": usage_for + completion_tokens,
+            }
+            last = {"id": request_id, "object": kind, "created": created, "model": served_name}
+            yield f"data: {json.dumps({**last, 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
 
-    async def _events(chunk: Any, events: asyncio.Queue, jobs: list[Job]) -> AsyncIterator[str]:
+    async def _events(
+        chunk: Any, events: asyncio.Queue, jobs: list[Job], finished: list[Generation]
+    ) -> AsyncIterator[str]:
         """The stream's chunks, up to the last choice's end or the first failure."""
         for index in range(len(jobs)):
             yield chunk(index, "", None)
@@ -244,6 +269,7 @@ def create_app(
                 yield f"data: {json.dumps(body)}\n\n"
                 return
             if isinstance(item, Generation):  # the job finished: send what is left, then end
+                finished.append(item)
                 text = teacher.tokenizer.decode(item.completion_ids, skip_special_tokens=True)
                 if text[sent[index] :]:
                     yield chunk(index, text[sent[index] :], None)

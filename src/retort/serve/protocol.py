@@ -11,6 +11,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False  # a last chunk with no choices and the request's usage
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -22,6 +28,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     # vLLM extensions
     prompt_logprobs: int | None = Field(None, ge=0, le=1000)
     return_tokens_as_token_ids: bool = False
