@@ -22,7 +22,7 @@ from retort.config import GenerateConfig, is_http_teacher
 from retort.errors import InputError, TeacherError
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
-from retort.teachers.chat import chat_messages, render_prompt
+from retort.teachers.chat import chat_messages, leading_bos, render_prompt
 from retort.teachers.http import HTTPTeacher, connect_teacher, run_sync
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation, Sampling, Teacher
@@ -62,6 +62,8 @@ def fingerprint(
         "teacher_weights": json.dumps(identity, sort_keys=True) if identity else None,
         "tokenizer_sha256": tokenizer_hash(teacher.tokenizer),
         "chat_template_sha256": _sha256(teacher.tokenizer.chat_template or ""),
+        # without a template, prompts start with the tokenizer's BOS when it puts one first
+        "prompt_bos": None if teacher.tokenizer.chat_template else leading_bos(teacher.tokenizer),
         "mode": mode,
         **sampling.as_dict(),
         # What decodes beyond the user's settings: retort's own exact decode for a local
