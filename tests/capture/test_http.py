@@ -72,6 +72,21 @@ def test_a_server_without_the_model_is_refused_up_front(
         generate(config)
 
 
+@pytest.mark.parametrize("teacher_model", ["tiny", "other"])
+def test_a_dead_or_unfit_server_leaves_no_store_behind(
+    tiny_server, tiny_model_dir, prompts_file, tmp_path, teacher_model
+):
+    from retort.serve.background import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1" if teacher_model == "tiny" else tiny_server
+    config = http_config(
+        url, tiny_model_dir, prompts_file, tmp_path / "s", teacher_model=teacher_model
+    )
+    with pytest.raises(TeacherError):
+        generate(config)
+    assert not (tmp_path / "s").exists()  # probed before the store (or a progress bar) exists
+
+
 # Fault schedules by prompt: every prompt ends as a row or a failure; retries are counted.
 SCHEDULES = {
     "ok": [],

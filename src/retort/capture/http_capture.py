@@ -62,6 +62,13 @@ class HTTPOutcome:
         ) / 1000
 
 
+async def probe(teacher: HTTPTeacher, top_k: int, score: bool = False) -> None:
+    """Ask the server what it can do (model listed, logprobs, k, prompt_logprobs for score
+    mode) before a store or a progress bar exists: a dead or unfit server leaves nothing."""
+    async with teacher.client(1) as client:
+        await (teacher.probe_score if score else teacher.probe)(client, top_k)
+
+
 async def capture(
     teacher: HTTPTeacher,
     work: list[tuple[Any, list[int], list[dict[str, Any]]]],
@@ -75,7 +82,8 @@ async def capture(
     score: bool = False,
 ) -> HTTPOutcome:
     """Run ``work`` (record, prompt ids, chat turns, completion ids) through the teacher into
-    ``store``; with ``score``, the teacher scores each given completion instead of writing one."""
+    ``store``; with ``score``, the teacher scores each given completion instead of writing one.
+    The teacher was probed first (``probe``)."""
     outcome = HTTPOutcome()
     shards = ShardBuffer(store, rows_per_shard)
     limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -153,7 +161,6 @@ async def capture(
 
     try:
         async with teacher.client(settings.concurrency) as client:
-            await (teacher.probe_score if score else teacher.probe)(client, top_k)
             await asyncio.gather(*(one(client, *item) for item in work))
     finally:
         shards.flush()  # interrupted or not, every finished row is kept

@@ -95,6 +95,8 @@ def generate(
         )
     # Every prompt is rendered before the store is touched: a template error is an input error.
     rendered = [(r, *_render(teacher, r), _given(teacher, r, config.mode)) for r in records]
+    if isinstance(teacher, HTTPTeacher):  # also learns the served revision the fingerprint names
+        run_sync(http_capture.probe(teacher, config.top_k, score=config.mode == "score"))
     store = Store.create_or_resume(
         config.out,
         fingerprint(teacher, sampling, config.top_k, config.mode, CODECS[config.codec]),
