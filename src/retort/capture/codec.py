@@ -79,7 +79,8 @@ def encode_row(
     codes.reshape(id_array.shape)[empty] = 0  # ids of an empty position are never read
 
     finite = np.isfinite(lp_array)
-    gaps = np.where(finite, lp_array[:, :1] - lp_array, 0.0)  # (P, k), ≥ 0
+    with np.errstate(invalid="ignore"):  # -inf - -inf at all-zero positions; masked out
+        gaps = np.where(finite, lp_array[:, :1] - lp_array, 0.0)  # (P, k), ≥ 0
     stepped = finite & (gaps <= GAP_RANGE)
     widest = np.where(stepped, gaps, 0.0).max(axis=1, keepdims=True)
     step = _round_up_f16(np.maximum(widest / LEVELS, 1e-7))  # (P, 1) float16
@@ -140,7 +141,8 @@ def _decode_v2(lp_blob: bytes, positions: int, k: int) -> np.ndarray:
     relative = np.where(quanta == ZERO, -np.inf, -gaps)  # (P, k): the top is 0
     # Scale the k probabilities so they hold exactly the stored mass.
     total = np.logaddexp.reduce(relative, axis=1)
-    shift = np.where(np.isfinite(total), np.minimum(log_mass, 0.0) - total, 0.0)
+    with np.errstate(invalid="ignore"):  # -inf - -inf at positions without data; masked out
+        shift = np.where(np.isfinite(total), np.minimum(log_mass, 0.0) - total, 0.0)
     exact = relative + shift[:, None]
     rounded = exact.astype(np.float32)
     high = rounded.astype(np.float64) > exact  # round down: the mass can only shrink
