@@ -198,6 +198,12 @@ class DistillConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0.0)
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no")
     save_every: int = Field(50, ge=1, description="Checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = Field(
+        2,
+        ge=0,
+        description="Newest checkpoints kept on disk (a run resumes from the newest); 0 keeps "
+        "none once final/ is written (the run can then not be extended with --resume).",
+    )
     log_every: int = Field(1, ge=1)
     trackers: list[Literal["tensorboard", "wandb"]] | None = Field(
         None, description="Besides metrics.jsonl; default: tensorboard when installed."

@@ -66,3 +66,25 @@ def test_too_few_seeds_is_a_one_line_error_and_writes_nothing(tiny_model_dir, tm
     with pytest.raises(InputError, match=r"seeds\.jsonl: give at least 2 seed tasks"):
         synthesize(seeds, tmp_path / "out.jsonl", template, SynthSettings(count=3))
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_text_about_tasks_short_answers_and_non_requests_are_not_kept():
+    from retort.capture.synth import is_request
+
+    for meta in (
+        "The task is to create a new task that differs from the previous ones.",
+        "I am no longer needed.",
+        "I'm an AI assistant named SmolLM, trained on a list of tasks.",
+        "Here's a new task:",
+        "One new task.",
+        "The town was quiet after the festival ended.",
+        "Write one new task that is different.",
+    ):
+        assert not is_request(meta), meta
+    for task in (
+        "Name three rivers in Asia.",
+        "What is the chemical symbol for silver?",
+        "For a ten-year-old, explain how the circulatory system works.",
+        "Describe a quiet street after a festival.",
+    ):
+        assert is_request(task), task

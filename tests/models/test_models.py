@@ -71,3 +71,37 @@ def test_vocabularies_padded_to_different_sizes_are_aligned(tiny_model_dir):
     assert shared_vocab_size(tokenizer, tokenizer, len(tokenizer) + 64, len(tokenizer) + 8) == (
         len(tokenizer) + 8
     )
+
+
+def test_a_run_folder_resolves_to_its_trained_student(tiny_model_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("student: prune:2\n")
+    with pytest.raises(ModelError, match=r"no final/ yet; finish it with retort distill --out"):
+        resolve(str(run))
+    shutil.copytree(tiny_model_dir, run / "final")
+    assert resolve(str(run)).location == str(run / "final")
+    shutil.copytree(tiny_model_dir, run / "merged")  # a LoRA run after retort merge
+    assert resolve(str(run)).location == str(run / "merged")
+
+
+def test_a_mistyped_alias_or_missing_folder_fails_without_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "s1").mkdir()
+    with pytest.raises(ModelError, match="did you mean smollm2-135m-instruct"):
+        resolve("smollm2-135m-instrcut")
+    with pytest.raises(ModelError, match=r"runs/s2: no such model folder; did you mean runs/s1"):
+        resolve("runs/s2")
+    with pytest.raises(ModelError, match="hub id as org/name"):
+        resolve("gpt2")
+
+
+def test_a_hub_id_offline_is_one_clear_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        ModelError, match=r"not in the Hugging Face cache \(HF_HUB_OFFLINE is set\)"
+    ):
+        load_tokenizer(resolve("no-such-org/no-such-model"))

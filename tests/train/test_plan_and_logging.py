@@ -33,6 +33,8 @@ def test_the_plan_counts_what_the_run_will_do(tiny_model_dir, tiny_store, tmp_pa
     assert plan["steps"] == 6
     assert 0 < plan["tokens_per_step"] <= 8 * 12  # the store's completions are ≤ 12 tokens
     assert plan["seconds_per_step"] > 0 and plan["memory_mib"] > 0
+    # a top-k run's teacher is the store (it is loaded only to prune the student)
+    assert plan["teacher"] == "the store's top-8 logprobs per token (no live teacher)"
     with_lora = {**config.model_dump(), "lora": {"r": 2, "targets": ["q_proj"]}}
     lora = dry_run(DistillConfig(**with_lora))
     assert 0 < lora["trainable_parameters"] < plan["trainable_parameters"] / 10

@@ -1,8 +1,10 @@
 """``retort synth``: the teacher writes new prompts from a few seed tasks (self-instruct).
 
 Each round shows the teacher a few tasks (mostly seeds, some already synthesized) and asks for
-one new task; answers are cleaned to one line, kept if their length is sensible and they are not
-near-duplicates (word n-gram overlap) of a seed or of a task already kept. Rounds run through
+one new task; answers are cleaned to one line, kept if they read as a request (see
+``is_request``: small teachers often write about the instruction instead of following it, "The
+task is to create a new task that differs from the previous ones.") and are not near-duplicates
+(word n-gram overlap) of a seed or of a task already kept. Rounds run through
 ``retort generate`` (so local and HTTP teachers, limits and retries all apply) until ``count``
 tasks exist. The output JSONL is rewritten whole after every round, so a stopped run keeps its
 tasks and the same command continues it.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retort.capture.prompts import load_prompts
-from retort.capture.runner import generate
+from retort.capture.runner import generate, load_teacher
 from retort.config import GenerateConfig
 from retort.errors import InputError
 from retort.progress import Progress, Silent
@@ -34,6 +36,43 @@ _PREFIX = re.compile(
 )
 
 
+# Text about the instruction, the examples or the writer itself, not a task for an assistant.
+_META = re.compile(
+    r"\b(?:tasks?|assistant|previous ones?|above ones?|examples? above|one sentence|"
+    r"no longer needed|sentence you provided|language model|an ai)\b|^(?:i|i'm|i am|my|we|"
+    r"sure|here|okay|ok|certainly|as an)\b",
+    re.IGNORECASE,
+)
+# How requests begin: a question, or an imperative (the seeds' own first words, and common ones).
+_QUESTION_WORDS = (
+    "what why how which who whom whose when where is are can could would should do does "
+    "did will was were"
+)
+_QUESTION = frozenset(_QUESTION_WORDS.split())
+_IMPERATIVE_WORDS = (
+    "write rewrite give tell name make compute suggest list explain describe classify "
+    "turn summarize summarise sum subtract shorten say paraphrase fix correct change "
+    "multiply calculate add translate compare create draft compose design plan outline "
+    "identify define find convert sort rank recommend propose solve estimate show "
+    "provide generate imagine choose pick offer help analyze analyse evaluate edit "
+    "proofread simplify expand count spell order match predict argue brainstorm invent "
+    "divide check reply answer implement demonstrate"
+)
+_IMPERATIVE = frozenset(_IMPERATIVE_WORDS.split())
+
+
+def is_request(task: str, min_words: int = 3) -> bool:
+    """Whether a cleaned answer reads as a task for an assistant: a question or an imperative
+    of ``min_words`` words or more, and not text about tasks, examples or the writer."""
+    words = re.findall(r"[\w']+", task.lower())
+    if len(words) < min_words or task.endswith(":") or _META.search(task):
+        return False
+    # "For a ten-year-old, explain …": the request may follow a leading phrase and a comma.
+    after_comma = re.findall(r"[\w']+", task.partition(",")[2].lower())[:1]
+    starts = {words[0], *after_comma}
+    return task.endswith("?") or bool(starts & (_QUESTION | _IMPERATIVE))
+
+
 @dataclass(frozen=True)
 class SynthSettings:
     count: int = 1000  # tasks to end with (seeds not counted)
@@ -43,6 +82,7 @@ class SynthSettings:
     max_words: int = 60
     max_rounds: int = 50
     requests_per_round: int = 64
+    batch_size: int = 8  # the teacher's batch: each round asks for whole batches
     seed: int = 0
 
 
@@ -105,6 +145,7 @@ def synthesize(
         index.add(task)
     work = out_path.with_name(f".{out_path.name}.rounds")
     chance = random.Random(settings.seed + len(kept))
+    teacher = load_teacher(teacher_config)  # once: a round is a capture, not a reload
     idle_rounds = 0
     progress.start("synth", total=settings.count, unit="tasks")
     progress.advance(min(len(kept), settings.count))
@@ -126,11 +167,12 @@ def synthesize(
             )
             shutil.rmtree(config.out, ignore_errors=True)
             added = 0
-            for row in generate(config).store.rows():
+            for row in generate(config, teacher=teacher).store.rows():
                 task = clean(row["completion"])
-                words = len(task.split())
-                if not settings.min_words <= words <= settings.max_words or task.endswith(":"):
-                    continue  # too short or long, or a preamble ("Here's a new task:")
+                if len(task.split()) > settings.max_words:
+                    continue
+                if not is_request(task, settings.min_words):
+                    continue  # too short, a preamble ("Here's a new task:"), or about tasks
                 if index.overlap(task) > settings.max_overlap:
                     continue
                 index.add(task)
@@ -156,6 +198,8 @@ def _requests(
 ) -> list[dict[str, str]]:
     """Meta-prompts: mostly seed examples, one synthesized when there are some (self-instruct)."""
     wanted = min(settings.requests_per_round, max(8, 2 * (settings.count - len(kept))))
+    # A batch's time is its longest row's, whatever its size: fill the last batch.
+    wanted = -(-wanted // settings.batch_size) * settings.batch_size
     requests = []
     for i in range(wanted):
         shown = chance.sample(seeds, min(len(seeds), settings.examples_per_request))

@@ -8,6 +8,18 @@ from typing import Annotated, Any
 import typer
 
 from retort.cli.console import RichProgress, err
+from retort.config import DistillConfig
+
+
+def _shown(key: str) -> str:
+    """The recipe default of ``key``, shown in --help (the flags default to None so that a
+    --config recipe is not overridden by flags the user did not give)."""
+    if key == "kind":
+        return "forward_kl; on_policy: reverse_kl"
+    if key == "ce_weight":
+        return "1 for sft, else 0"
+    value = DistillConfig.model_fields[key].default
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,41 +42,89 @@ def distill(
     tokenizer: Annotated[
         str | None, typer.Option(help="HTTP teacher: its tokenizer (default: --teacher-model).")
     ] = None,
-    objective: Annotated[str | None, typer.Option(help="sft | topk | online | on_policy")] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(show_default=_shown("objective"), help="sft | topk | online | on_policy"),
+    ] = None,
     kind: Annotated[
         str | None,
         typer.Option(
+            show_default=_shown("kind"),
             help="KD divergence: forward_kl | reverse_kl | jsd | skew_forward_kl | "
-            "skew_reverse_kl | tvd"
+            "skew_reverse_kl | tvd",
         ),
     ] = None,
     lmbda: Annotated[
         float | None,
-        typer.Option(help="on_policy: share of batches the student samples (GKD's λ; default 1)."),
+        typer.Option(
+            show_default=_shown("lmbda"),
+            help="on_policy: share of batches the student samples (GKD's λ; default 1).",
+        ),
     ] = None,
-    beta: Annotated[float | None, typer.Option(help="jsd mixture weight, in (0, 1).")] = None,
-    alpha: Annotated[float | None, typer.Option(help="Skew weight of the skew KLs.")] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option(show_default=_shown("beta"), help="jsd mixture weight, in (0, 1)."),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(show_default=_shown("alpha"), help="Skew weight of the skew KLs."),
+    ] = None,
     hidden_weight: Annotated[
-        float | None, typer.Option(help="Weight of the hidden-state loss (needs --teacher).")
+        float | None,
+        typer.Option(
+            show_default=_shown("hidden_weight"),
+            help="Weight of the hidden-state loss (needs --teacher).",
+        ),
     ] = None,
     kd_rescale: Annotated[
-        bool | None, typer.Option(help="Scale KD to the running magnitude of CE.")
+        bool | None,
+        typer.Option(
+            show_default=_shown("kd_rescale"), help="Scale KD to the running magnitude of CE."
+        ),
     ] = None,
     lora: Annotated[
         str | None,
         typer.Option(help="Train a LoRA adapter: `r=16,alpha=32,targets=q_proj,v_proj`."),
     ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(show_default=_shown("max_steps"), help="Optimizer steps.")
+    ] = None,
     max_tokens: Annotated[
         int | None, typer.Option(help="Token budget: stop after this many target tokens.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per micro-batch.")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    ce_weight: Annotated[float | None, typer.Option(help="Weight of CE on teacher tokens.")] = None,
-    kd_weight: Annotated[float | None, typer.Option(help="Weight of the KD term.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="KD softmax temperature.")] = None,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(show_default=_shown("batch_size"), help="Sequences per micro-batch."),
+    ] = None,
+    grad_accum: Annotated[
+        int | None, typer.Option(show_default=_shown("grad_accum"), help="Micro-batches per step.")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(show_default=_shown("learning_rate"), help="Peak learning rate.")
+    ] = None,
+    ce_weight: Annotated[
+        float | None,
+        typer.Option(show_default=_shown("ce_weight"), help="Weight of CE on teacher tokens."),
+    ] = None,
+    kd_weight: Annotated[
+        float | None, typer.Option(show_default=_shown("kd_weight"), help="Weight of the KD term.")
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(show_default=_shown("temperature"), help="KD softmax temperature."),
+    ] = None,
+    save_every: Annotated[
+        int | None,
+        typer.Option(show_default=_shown("save_every"), help="Checkpoint every N steps."),
+    ] = None,
+    keep_checkpoints: Annotated[
+        int | None,
+        typer.Option(
+            show_default=_shown("keep_checkpoints"),
+            help="Newest checkpoints kept on disk (older ones are deleted); 0 deletes them once "
+            "final/ is written.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML recipe; flags and --set override it.")
     ] = None,
@@ -72,7 +132,11 @@ def distill(
         list[str] | None, typer.Option("--set", help="KEY=VALUE override (repeatable).")
     ] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue the run in --out from its last checkpoint.")
+        bool,
+        typer.Option(
+            help="Continue the run in --out from its last checkpoint; with --out alone, its "
+            "saved config.yaml supplies every setting."
+        ),
     ] = False,
     dry_run: Annotated[
         bool,
@@ -90,9 +154,11 @@ def distill(
     RUN/checkpoints/ and the trained student as a Hugging Face folder in RUN/final (with
     --lora, the adapter: `retort merge RUN` writes the merged model).
     """
-    from retort.config import DistillConfig, apply_overrides, build, load_yaml, parse_lora
+    from retort.config import apply_overrides, build, load_yaml, parse_lora
     from retort.train.loop import distill as run
 
+    if config is None and resume and out is not None and (out / "config.yaml").is_file():
+        config = out / "config.yaml"  # --out RUN --resume alone: the run's own settings
     values: dict[str, Any] = load_yaml(config) if config else {}
     source = str(config) if config else "retort distill"
     flags = {
@@ -119,6 +185,7 @@ def distill(
         "kd_weight": kd_weight,
         "temperature": temperature,
         "save_every": save_every,
+        "keep_checkpoints": keep_checkpoints,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     values = apply_overrides(values, overrides or [])

@@ -1,7 +1,9 @@
 """``retort``: the verb table, and how errors and Ctrl-C end a command.
 
-A ``RetortError`` prints one line and exits 2; a usage error (unknown flag) exits 2 with
-click's message; Ctrl-C exits 130 after the verb has saved what was done.
+A ``RetortError`` prints one line and exits 2; a usage error (unknown flag or verb, bad or
+missing value) exits 2 with the usage line, the ``--help`` hint and one ``Error:`` line; a bare
+``retort`` or verb prints its help and exits 2; Ctrl-C exits 130 after the verb has saved what
+was done.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import logging
 import os
 import sys
 
-import click
 import typer
 
 from retort.cli import (
@@ -39,6 +40,14 @@ app = typer.Typer(
 for verb in (quickstart, generate, synth, distill, merge, evaluate, inspect, serve, guard):
     verb.register(app)
 
+# typer >= 0.29 raises the classes of its own bundled click, which are unrelated to the click
+# package's (older typer raises the package's). ``typer.BadParameter`` is exported by every
+# typer version and derives from the ClickException its parser raises, so the class is taken
+# from there rather than imported from either click.
+CLICK_EXCEPTION: type[Exception] = next(
+    base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"
+)
+
 
 def main() -> None:
     """Entry point of the ``retort`` console script and ``python -m retort``."""
@@ -49,10 +58,10 @@ def main() -> None:
     except RetortError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except CLICK_EXCEPTION as exc:
+        _show_usage_error(exc)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
         code = INTERRUPTED
     if code == INTERRUPTED:  # typer turns Ctrl-C into Exit(130) after the verb saved its work
         print(
@@ -61,6 +70,14 @@ def main() -> None:
             file=sys.stderr,
         )
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _show_usage_error(exc: Exception) -> None:
+    """Usage line, help hint and one ``Error:`` line. A bare verb's help (NoArgsIsHelpError)
+    was already printed by typer's rich formatter, leaving an empty message: nothing to add."""
+    message = getattr(exc, "format_message", lambda: str(exc))()
+    if message.strip():
+        exc.show()  # type: ignore[attr-defined]
 
 
 def _quiet_libraries() -> None:

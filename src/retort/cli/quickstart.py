@@ -33,9 +33,30 @@ def quickstart(
     result = run_quickstart(
         budget, run_dir, RichProgress(), on_stage=lambda name: err.print(f"[bold]» {name}[/]")
     )
-    stages = " · ".join(f"{name} {seconds:.0f}s" for name, seconds in result.stages.items())
-    total = sum(result.stages.values())
     table = eval_table(result.report, title=f"quickstart ({budget})")
-    table.caption = f"wall time: {stages} · total {total:.0f}s ({total / 60:.1f} min)"
+    table.caption = time_caption(result.stages)
     out.print(table)
-    out.print(f"run folder: {result.run_dir}")
+    for line in next_steps(result.run_dir):
+        out.print(line, highlight=False)
+
+
+def time_caption(stages: dict[str, float]) -> str:
+    """``wall time: load teacher 3s · generate 201s · … · total 612s (10.2 min)``, with
+    non-breaking spaces inside each phrase so a narrow terminal wraps only between them."""
+    total = sum(stages.values())
+    parts = [f"{name} {seconds:.0f}s" for name, seconds in stages.items()]
+    parts.append(f"total {total:.0f}s ({total / 60:.1f} min)")
+    return "wall time: " + " · ".join(part.replace(" ", "\u00a0") for part in parts)
+
+
+def next_steps(run_dir: Path) -> list[str]:
+    """What to do with the run folder now."""
+    student = run_dir / "student"
+    return [
+        f"run folder: {run_dir} (eval/eval.json, quickstart.json)",
+        "next:",
+        f"  retort serve --model {student}          # the distilled student over the OpenAI API",
+        f"  retort distill --data {run_dir / 'store-train'} --teacher smollm2-135m-instruct "
+        f"--student prune:10 --objective topk --max-steps 1000 --out runs/longer"
+        "   # train longer",
+    ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated
 
 import typer
 
 from retort.cli.console import err
+from retort.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def serve(
     model: Annotated[str, typer.Option(help="Model spec: alias, HF folder or hub id.")],
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     served_model_name: Annotated[
         str | None, typer.Option(help="Name clients send as `model` (default: the spec).")
     ] = None,
@@ -34,8 +37,29 @@ def serve(
     from retort.serve.app import create_app
     from retort.teachers.local import LocalTeacher
 
+    # Bound before the model loads and before "serving" is printed: a taken port or an
+    # unknown host is one line, and uvicorn serves on this very socket (no window to lose it).
+    listener = _bind(host, port)
     teacher = LocalTeacher.load(model)
     name = served_model_name or model
     api = create_app(teacher, name, max_batch=max_batch, wait_ms=batch_wait_ms)
     err.print(f"serving {name} on http://{host}:{port}/v1 (Ctrl-C stops)")
-    uvicorn.run(api, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
+    server.run(sockets=[listener])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a ConfigError that says which and why."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as exc:
+        reason = "in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(
+            f"--host {host} --port {port}: cannot listen there ({reason or exc}); "
+            "pick another --port (or stop what holds it)"
+        ) from None
+    return listener

@@ -26,7 +26,9 @@ def synth(
     max_rounds: Annotated[int, typer.Option(min=1, help="Rounds of asking, at most.")] = 50,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
-    max_new_tokens: Annotated[int, typer.Option(help="Length cap of one answer.")] = 96,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Length cap of one answer (a one-sentence task is ~30 tokens).")
+    ] = 48,
     batch_size: Annotated[
         int, typer.Option(help="Local teacher: requests generated together.")
     ] = 8,
@@ -62,6 +64,7 @@ def synth(
         examples_per_request=examples_per_request,
         max_overlap=max_overlap,
         max_rounds=max_rounds,
+        batch_size=batch_size,
         seed=seed,
     )
     tasks = synthesize(seeds, out, template, settings, RichProgress())

@@ -9,6 +9,7 @@ A spec is one of:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from retort.errors import ModelError
-from retort.models import embedded
+from retort.models import embedded, hub
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name
+ALIASES = (embedded.ALIAS,)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -43,25 +45,73 @@ class ModelSource:
 
 
 def resolve(spec: str) -> ModelSource:
-    """Turn a user's model spec into a ``ModelSource``, or say why it is not one."""
+    """Turn a user's model spec into a ``ModelSource``, or say why it is not one.
+
+    Only a spec that can be nothing but a hub id (``org/name``, no such local folder) is left
+    for the hub; a mistyped alias or a missing folder fails here, before any network access.
+    """
     if spec.startswith(("http://", "https://")):
         return ModelSource(spec, "http", spec)
     if spec.lower() == embedded.ALIAS:
         return ModelSource(spec, "alias", str(embedded.converted_dir()))
     path = Path(spec).expanduser()
     if path.exists():
-        if (path / "config.yaml").is_file() and not (path / "config.json").is_file():
-            raise ModelError(
-                f"{spec}: a distill run with no final/ yet; finish it with retort distill --resume"
-            )
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{spec}: not a Hugging Face model folder (no config.json)")
-        return ModelSource(spec, "local", str(path))
-    if spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec):
+        folder = model_folder(path, spec)
+        return ModelSource(spec, "local", str(folder))
+    if _looks_like_path(spec, path):
+        raise ModelError(f"{spec}: no such model folder{_nearest_sibling(path)}")
+    if "/" not in spec:
+        near = difflib.get_close_matches(spec.lower(), ALIASES, n=1, cutoff=0.6)
+        if near:
+            raise ModelError(f"{spec}: no such model alias; did you mean {near[0]}?")
         raise ModelError(
-            f"{spec}: no such model folder; give a folder, a hub id, or '{embedded.ALIAS}'"
+            f"{spec}: no such model folder or alias; give a folder, a hub id as org/name "
+            f"(e.g. Qwen/Qwen2.5-0.5B), or '{embedded.ALIAS}'"
         )
     return ModelSource(spec, "hub", spec)
+
+
+def model_folder(path: Path, spec: str) -> Path:
+    """The Hugging Face folder an existing path stands for. A distill run folder (config.yaml,
+    final/) stands for its trained student: ``final/``, or ``merged/`` once ``retort merge``
+    folded a LoRA adapter in; a run without either says how to get one."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "merged" / "config.json").is_file():
+        return path / "merged"
+    if (path / "final" / "config.json").is_file():
+        return path / "final"
+    if (path / "final" / "adapter_config.json").is_file():
+        raise ModelError(
+            f"{spec}: a LoRA run holds an adapter, not a model; run `retort merge {spec}` and "
+            "use the run folder again"
+        )
+    if (path / "config.yaml").is_file():
+        raise ModelError(
+            f"{spec}: a distill run with no final/ yet; finish it with "
+            f"retort distill --out {spec} --resume"
+        )
+    raise ModelError(f"{spec}: not a Hugging Face model folder (no config.json)")
+
+
+def _looks_like_path(spec: str, path: Path) -> bool:
+    """A spec a hub id cannot be: a relative or absolute path, more than org/name, or one whose
+    first part is a local folder (``runs/nosuch`` beside ``runs/``)."""
+    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.endswith("/"):
+        return True
+    if spec.count("/") > 1 or ("/" in spec and not _HUB_ID.match(spec)):
+        return True
+    return "/" in spec and path.parent.is_dir()
+
+
+def _nearest_sibling(path: Path) -> str:
+    """``; did you mean runs/s1?`` when the parent folder holds a close name."""
+    parent = path.parent
+    if not parent.is_dir():
+        return f" ({parent} does not exist either)" if str(parent) not in ("", ".") else ""
+    names = [p.name for p in parent.iterdir() if p.is_dir()]
+    near = difflib.get_close_matches(path.name, names, n=1, cutoff=0.5)
+    return f"; did you mean {parent / near[0]}?" if near else ""
 
 
 def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
@@ -86,12 +136,13 @@ def load_model(source: ModelSource, dtype: str = "float32") -> PreTrainedModel:
 
 
 def _from_pretrained(factory: Any, source: ModelSource, **kwargs: Any) -> Any:
+    if source.kind == "hub":
+        return hub.load_from_hub(factory, source.location, **kwargs)
     try:
         return factory.from_pretrained(source.location, **kwargs)
     except (OSError, ValueError) as exc:  # ValueError: not a causal LM / unknown architecture
-        where = "hub id" if source.kind == "hub" else "folder"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{source.spec}: cannot load this {where}: {first}") from None
+        raise ModelError(f"{source.spec}: cannot load this folder: {first}") from None
 
 
 def _folder_hash(source: ModelSource) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retort.errors import ModelError
@@ -22,17 +21,7 @@ def load_student(spec: str, teacher: Any | None) -> tuple[PreTrainedModel, Any]:
         if teacher is None:
             raise ModelError(f"--student {spec}: pruning needs the teacher; pass --teacher")
         return prune_layers(teacher.model, keep), teacher.tokenizer
-    path = Path(spec)
-    if (path / "merged" / "config.json").is_file():  # a LoRA run, merged
-        spec = str(path / "merged")
-    elif (path / "final" / "config.json").is_file():  # a finished distill run
-        spec = str(path / "final")
-    elif (path / "final" / "adapter_config.json").is_file():
-        raise ModelError(
-            f"{spec}: a LoRA run holds an adapter, not a model; run `retort merge {spec}` and "
-            "use the run folder again"
-        )
-    source = resolve(spec)
+    source = resolve(spec)  # a run folder resolves to its final/ (merged/ for LoRA)
     model, tokenizer = load_model(source), load_tokenizer(source)
     if teacher is not None:
         shared_vocab_size(

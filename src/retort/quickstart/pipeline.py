@@ -23,6 +23,7 @@ from retort.models.pruning import prune_layers
 from retort.progress import Progress, Silent
 from retort.teachers.local import LocalTeacher
 from retort.train.loop import distill
+from retort.train.retention import prune_checkpoints
 
 PROMPTS = Path(__file__).with_name("prompts.jsonl")
 HELDOUT_SHARE = 0.2
@@ -140,9 +141,11 @@ def run_quickstart(
         learning_rate=budget.learning_rate,
         warmup_steps=max(1, budget.steps // 10),
         save_every=budget.steps,
+        keep_checkpoints=0,  # final/ is the product; its checkpoint would triple the folder
     )
     student = prune_layers(teacher.model, STUDENT_LAYERS)
     stage("distill", lambda: distill(config, teacher=teacher, student=student, progress=progress))
+    prune_checkpoints(config.out, config.keep_checkpoints)
     result.report = stage(
         "eval",
         lambda: evaluate(
@@ -158,8 +161,14 @@ def run_quickstart(
     summary = {
         "budget": budget_name,
         "settings": asdict(budget),
+        # the budget caps; these are the prompts the built-in set actually gave
+        "prompts": {"train": _count_lines(train_prompts), "heldout": _count_lines(heldout_prompts)},
         "stages_s": result.stages,
         "eval": result.report,
     }
     (run_dir / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip())

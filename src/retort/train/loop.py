@@ -27,7 +27,7 @@ from retort.config import DistillConfig, load_yaml, save_yaml
 from retort.errors import ConfigError
 from retort.models.loading import save_model_folder
 from retort.progress import Progress, Silent
-from retort.train import checkpoint
+from retort.train import checkpoint, retention
 from retort.train.batches import StepBatches
 from retort.train.data import examples_from_rows
 from retort.train.metrics import MetricsSink
@@ -171,7 +171,15 @@ def distill(
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             checkpoint.save(
-                run_dir, step, unwrapped, optimizer, scheduler, info, extra, rng_states=rng_states
+                run_dir,
+                step,
+                unwrapped,
+                optimizer,
+                scheduler,
+                info,
+                extra,
+                keep=max(config.keep_checkpoints, 1),  # the newest stays until final/ exists
+                rng_states=rng_states,
             )
         accelerator.wait_for_everyone()
 
@@ -238,6 +246,7 @@ def distill(
     final_dir = run_dir / "final"
     if accelerator.is_main_process:
         save_model_folder(accelerator.unwrap_model(model), parts.tokenizer, final_dir)
+        retention.prune_checkpoints(run_dir, config.keep_checkpoints)
     accelerator.wait_for_everyone()
     return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
 

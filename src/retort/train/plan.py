@@ -41,7 +41,7 @@ def dry_run(config: DistillConfig, timed_steps: int = 4, world: int = 1) -> dict
     plan: dict[str, Any] = {
         "student_parameters": parameter_count(parts.student),
         "trainable_parameters": trainable,
-        "teacher_parameters": parameter_count(teacher) if teacher is not None else 0,
+        "teacher": _teacher_row(config, parts, teacher),
         "rows": len(examples),
         "sequences_per_step": sequences_per_step,
         "tokens_per_step": round(tokens_per_step),
@@ -64,6 +64,18 @@ def dry_run(config: DistillConfig, timed_steps: int = 4, world: int = 1) -> dict
     plan["seconds_per_step"] = round(statistics.fmean(seconds), 3)
     plan["estimated_minutes"] = round(plan["seconds_per_step"] * steps / 60, 1)
     return plan
+
+
+def _teacher_row(config: DistillConfig, parts: Any, teacher: Any) -> str:
+    """What the teacher is during training: a live model, or what the store kept of it (a
+    top-k run reads the teacher from the store; it is loaded only to prune the student)."""
+    if teacher is not None:
+        return f"live, {parameter_count(teacher):,} parameters in memory"
+    if parts.scorer is not None:
+        return f"{config.teacher} over HTTP, scoring the student's samples"
+    if config.objective == "topk":
+        return f"the store's top-{parts.top_k} logprobs per token (no live teacher)"
+    return "the store's completions (no live teacher)"
 
 
 def _memory_bytes(config: DistillConfig, parts: Any, examples: list[Any]) -> float:
