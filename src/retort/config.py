@@ -198,6 +198,11 @@ class DistillConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0.0)
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no")
     save_every: int = Field(50, ge=1, description="Checkpoint every N steps (and at the end).")
+    allow_other_teacher: bool = Field(
+        False,
+        description="Train against a store another teacher wrote (topk/online/on_policy refuse "
+        "it by default: its top-k or text is not this teacher's).",
+    )
     keep_checkpoints: int = Field(
         2,
         ge=0,

@@ -56,10 +56,10 @@ def fingerprint(
     teacher: Teacher, sampling: Sampling, top_k: int, mode: str = "generate", codec: str = CODEC
 ) -> dict[str, Any]:
     """Everything that makes two captures comparable; a store holds rows of one fingerprint."""
-    identity = teacher.identity()
+    name, weights = teacher_names(teacher.identity())
     return {
-        "teacher": identity.pop("model"),
-        "teacher_weights": json.dumps(identity, sort_keys=True) if identity else None,
+        "teacher": name,
+        "teacher_weights": weights,
         "tokenizer_sha256": tokenizer_hash(teacher.tokenizer),
         "chat_template_sha256": _sha256(teacher.tokenizer.chat_template or ""),
         # without a template, prompts start with the tokenizer's BOS when it puts one first
@@ -72,6 +72,30 @@ def fingerprint(
         "top_k": top_k,
         "codec": codec,
     }
+
+
+def teacher_names(identity: dict[str, Any]) -> tuple[str, str | None]:
+    """A teacher identity as the fingerprint keeps it: its name, and its weights' identity."""
+    rest = dict(identity)
+    name = rest.pop("model")
+    return name, json.dumps(rest, sort_keys=True) if rest else None
+
+
+def other_teacher(store_fingerprint: dict[str, Any], identity: dict[str, Any]) -> str | None:
+    """None when ``identity`` is the teacher that wrote the store, else "STORED vs GIVEN".
+
+    Weights decide where both sides know them (one folder under two paths is one teacher);
+    otherwise the names do.
+    """
+    name, weights = teacher_names(identity)
+    stored, stored_weights = (
+        store_fingerprint.get("teacher"),
+        store_fingerprint.get("teacher_weights"),
+    )
+    if stored is None:
+        return None  # a store from before teachers were recorded: nothing to compare
+    same = stored_weights == weights if stored_weights and weights else stored == name
+    return None if same else f"{stored} vs {name}"
 
 
 def generate(

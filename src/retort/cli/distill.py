@@ -125,6 +125,14 @@ def distill(
             "final/ is written.",
         ),
     ] = None,
+    allow_other_teacher: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-other-teacher",
+            help="Use a store that another teacher wrote (refused by default for topk, online "
+            "and on_policy).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML recipe; flags and --set override it.")
     ] = None,
@@ -186,6 +194,7 @@ def distill(
         "temperature": temperature,
         "save_every": save_every,
         "keep_checkpoints": keep_checkpoints,
+        "allow_other_teacher": allow_other_teacher,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     values = apply_overrides(values, overrides or [])

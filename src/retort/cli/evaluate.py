@@ -27,6 +27,14 @@ def evaluate(
         int, typer.Option(min=1, help="Answer length for reference grading.")
     ] = 32,
     speed_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per speed test.")] = 32,
+    allow_other_teacher: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other-teacher",
+            help="Score against a store another teacher wrote (its teacher row is then not a "
+            "reference).",
+        ),
+    ] = False,
 ) -> None:
     """Mean NLL of the teacher's completions, top-1 agreement, KL(teacher‖student), reference
     accuracy, T-NLL (the teacher's NLL of the model's own greedy answers: how much the teacher
@@ -49,6 +57,7 @@ def evaluate(
         answer_tokens=answer_tokens,
         speed_tokens=speed_tokens,
         progress=RichProgress(),
+        allow_other_teacher=allow_other_teacher,
     )
     out.print(eval_table(report))
     if out_dir:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from retort.capture.runner import other_teacher
 from retort.capture.store import Store
 from retort.errors import ModelError, StoreError
 from retort.evaluate.metrics import answer_metrics, teacher_forced
@@ -34,6 +35,7 @@ def evaluate(
     answer_tokens: int = 32,
     speed_tokens: int = 32,
     progress: Progress | None = None,
+    allow_other_teacher: bool = False,
 ) -> dict[str, Any]:
     """Score the teacher and every student on ``data``; write ``out/eval.json`` when given.
 
@@ -47,6 +49,14 @@ def evaluate(
     store = Store.open(data)
     if store.fingerprint.get("tokenizer_sha256") != tokenizer_hash(teacher.tokenizer):
         raise StoreError(f"{data}: store was made with another tokenizer than this teacher's")
+    # Against another teacher's text the teacher row would read top-1 1.000, KL 0.000 on
+    # completions it never wrote.
+    differs = None if allow_other_teacher else other_teacher(store.fingerprint, teacher.identity())
+    if differs is not None:
+        raise StoreError(
+            f"{data}: written by another teacher than the one evaluated ({differs}); give "
+            "the teacher that made it, or --allow-other-teacher to score against it anyway"
+        )
     rows = store.read_table().to_pylist()
     if not rows:
         raise StoreError(f"{data}: store has no rows to evaluate on")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from retort.capture.runner import other_teacher
 from retort.capture.store import Store
 from retort.config import DistillConfig, is_http_teacher
 from retort.errors import ConfigError, ModelError, StoreError
@@ -67,6 +68,14 @@ def assemble(
             f"{config.data}: store has no teacher logprobs (top_k 0); "
             "use --objective sft, or capture with --top-k 20"
         )
+    if config.objective != "sft" and not is_http_teacher(config.teacher):
+        refuse_other_teacher(
+            store.fingerprint,
+            config.teacher,
+            config.data,
+            config.objective,
+            config.allow_other_teacher,
+        )
     scorer = None
     if is_http_teacher(config.teacher):
         scorer = RemoteScorer.connect(config, top_k or REMOTE_TOP_K)
@@ -122,6 +131,21 @@ def assemble(
         projector,
         scorer,
     )
+
+
+def refuse_other_teacher(
+    fingerprint: dict[str, Any], teacher: str, data: Any, objective: str, allowed: bool = False
+) -> None:
+    """A store another teacher wrote is not this teacher's distribution: refuse it (naming
+    both) unless the user said ``--allow-other-teacher``."""
+    if allowed:
+        return
+    differs = other_teacher(fingerprint, resolve(teacher).identity())
+    if differs is not None:
+        raise StoreError(
+            f"{data}: written by another teacher than --teacher {teacher} ({differs}); give "
+            f"the teacher that made it, or --allow-other-teacher for {objective} against it"
+        )
 
 
 def _hidden_matching(
