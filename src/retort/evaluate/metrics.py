@@ -78,14 +78,17 @@ def answer_metrics(
     rows: list[dict[str, Any]],
     max_new_tokens: int,
     batch_size: int,
+    keep_answers: int = 0,
 ) -> dict[str, Any]:
     """The model's greedy answers to every row: graded against ``reference`` where a row has
     one (exact, contains), and scored by the teacher (``teacher_nll_of_answers``: the teacher's
-    mean NLL per token of what the model wrote; how much the teacher likes it)."""
+    mean NLL per token of what the model wrote; how much the teacher likes it). The answers to
+    the first ``keep_answers`` rows come back as text (``answers``), for people to read."""
     tokenizer = teacher.tokenizer
     runner = LocalTeacher(model, tokenizer)
     sampling = Sampling(max_new_tokens=max_new_tokens)
     exact = contains = graded = 0
+    kept: list[str] = []
     nll, tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
@@ -97,9 +100,11 @@ def answer_metrics(
             nll -= sum(written)
             tokens += len(written)
         for row, out in zip(chunk, outputs, strict=True):
+            answer = tokenizer.decode(out.completion_ids, skip_special_tokens=True)
+            if len(kept) < keep_answers:
+                kept.append(answer)
             if not row.get("reference"):
                 continue
-            answer = tokenizer.decode(out.completion_ids, skip_special_tokens=True)
             graded += 1
             exact += exact_match(answer, row["reference"])
             contains += contains_match(answer, row["reference"])
@@ -109,4 +114,5 @@ def answer_metrics(
         "reference_count": graded,
         "teacher_nll_of_answers": nll / max(tokens, 1),
         "answer_length": tokens / max(len(rows), 1),
+        "answers": kept,
     }

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 TEACHER = "teacher"
 
 
+SAMPLE_ROWS = 8  # prompts whose answers eval.json keeps as text
+
+
 def evaluate(
     teacher: LocalTeacher,
     students: dict[str, PreTrainedModel],
@@ -43,7 +46,8 @@ def evaluate(
         ``{"data", "rows", "target_tokens", "models": [{"name", "parameters", "nll",
         "top1_agreement", "kl", "exact_match", "contains_match", "reference_count",
         "teacher_nll_of_answers", "answer_length", "tokens_per_s_batch1",
-        "tokens_per_s_batch8"}, ...]}``, teacher first.
+        "tokens_per_s_batch8"}, ...], "samples": [{"id", "prompt", "reference",
+        "stored_completion", "answers": {model: text}}, ...]}``, teacher first.
     """
     progress = progress or Silent()
     store = Store.open(data)
@@ -78,12 +82,15 @@ def evaluate(
     )
     speed_prompts = [r["prompt_token_ids"] for r in rows[:8]]
     results = []
+    answers: dict[str, list[str]] = {}
     progress.start("eval: answers and speed", total=len(models), unit="models")
     for name, model in models.items():
         started = time.perf_counter()
         entry: dict[str, Any] = {"name": name, "parameters": parameter_count(model)}
         entry.update(scores[name])
-        entry.update(answer_metrics(model, teacher, rows, answer_tokens, batch_size))
+        graded = answer_metrics(model, teacher, rows, answer_tokens, batch_size, SAMPLE_ROWS)
+        answers[name] = graded.pop("answers")
+        entry.update(graded)
         entry["tokens_per_s_batch1"] = tokens_per_second(
             model, speed_prompts, 1, speed_tokens, pad_id
         )
@@ -100,6 +107,17 @@ def evaluate(
         "rows": len(examples),
         "target_tokens": sum(len(e.input_ids) - e.prompt_length for e in examples),
         "models": results,
+        # A few prompts with every model's greedy answer beside the teacher's stored one.
+        "samples": [
+            {
+                "id": row["id"],
+                "prompt": row["prompt"],
+                "reference": row.get("reference"),
+                "stored_completion": row["completion"],
+                "answers": {name: texts[i] for name, texts in answers.items()},
+            }
+            for i, row in enumerate(rows[:SAMPLE_ROWS])
+        ],
     }
     if out is not None:
         out = Path(out)
