@@ -49,11 +49,7 @@ def main() -> None:
     from retort.serve.background import serve_in_thread
 
     teacher = LocalTeacher.load(ALIAS)
-    work = Path(tempfile.mkdtemp(prefix="retort-bench-"))
-    records = [json.loads(line) for line in PROMPTS.read_text().splitlines()[: args.prompts]]
-    prompts = work / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
-    common = {"prompts": prompts, "max_new_tokens": args.max_new_tokens, "top_k": 20}
+    work, records, common = bench_prompts(args)
 
     def run(name: str, config: GenerateConfig, **kwargs) -> dict:
         started = time.perf_counter()
@@ -161,16 +157,22 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+def bench_prompts(args: argparse.Namespace) -> tuple[Path, list[dict], dict]:
+    """A scratch folder holding the first ``--prompts`` built-in prompts, those records, and
+    the capture settings every bench row shares."""
+    work = Path(tempfile.mkdtemp(prefix="retort-bench-"))
+    records = [json.loads(line) for line in PROMPTS.read_text().splitlines()[: args.prompts]]
+    prompts = work / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return work, records, {"prompts": prompts, "max_new_tokens": args.max_new_tokens, "top_k": 20}
+
+
 def codec_only(args: argparse.Namespace) -> None:
     """The codec measurement alone: one plain and one q8 capture of the same prompts."""
     from retort.capture import codec
 
     teacher = LocalTeacher.load(ALIAS)
-    work = Path(tempfile.mkdtemp(prefix="retort-bench-"))
-    records = [json.loads(line) for line in PROMPTS.read_text().splitlines()[: args.prompts]]
-    prompts = work / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
-    common = {"prompts": prompts, "max_new_tokens": args.max_new_tokens, "top_k": 20}
+    work, _, common = bench_prompts(args)
     for name, codec_choice in (("plain", "plain"), ("q8", "q8")):
         config = GenerateConfig(
             teacher=ALIAS, out=work / name, batch_size=8, codec=codec_choice, **common

@@ -41,15 +41,19 @@ class Upstream:
         """POST a request and read the whole JSON answer."""
         return await self._json(self.client.build_request("POST", path, json=body))
 
-    async def _json(self, request: httpx.Request) -> tuple[int, Any]:
+    async def _send(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """Send ``request``; a timeout is a 504, any other transport failure a 502."""
         try:
-            response = await self.client.send(request)
+            return await self.client.send(request, stream=stream)
         except httpx.TimeoutException as exc:
             raise UpstreamError(504, "the upstream model did not answer in time") from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 502, f"the upstream model is unreachable ({type(exc).__name__})"
             ) from exc
+
+    async def _json(self, request: httpx.Request) -> tuple[int, Any]:
+        response = await self._send(request)
         try:
             payload = json.loads(response.content)
         except ValueError as exc:
@@ -65,14 +69,7 @@ class Upstream:
 
         A non-200 answer is read whole and raised as an error the caller can pass on."""
         request = self.client.build_request("POST", path, json=body)
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(504, "the upstream model did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                502, f"the upstream model is unreachable ({type(exc).__name__})"
-            ) from exc
+        response = await self._send(request, stream=True)
         if response.status_code != 200:
             try:
                 await response.aread()
