@@ -47,3 +47,16 @@ def test_positions_without_teacher_data_carry_no_kd_target(kind):
 def test_captured_mass_counts_only_positions_with_teacher_data():
     teacher = torch.tensor([[math.log(0.5), math.log(0.25)], [float("-inf")] * 2])
     assert captured_mass(teacher).item() == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("kind", ["reverse_kl", "jsd"])
+def test_a_tiny_tail_survives_float32_logprobs(kind):
+    # A peaked teacher: its top-3 miss only ~3e-8 of the mass. In float32, 1 - Σp rounds to 0
+    # and the tail read as the float floor (log ≈ -87), inflating reverse KL about fivefold.
+    logits = torch.tensor([[[30.0, 12.0, 11.0, 10.0, -5.0, -6.0]]], dtype=torch.float64)
+    teacher = logits.log_softmax(-1)
+    top = teacher.topk(3)
+    student = torch.zeros(1, 1, 6, dtype=torch.float64)  # uniform
+    exact = sparse_divergence(student, top.indices, top.values, kind)
+    single = sparse_divergence(student.float(), top.indices, top.values.float(), kind)
+    assert single.item() == pytest.approx(exact.item(), rel=1e-3)

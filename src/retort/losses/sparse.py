@@ -84,9 +84,12 @@ def _zero_and_known(log_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _with_tail(log_k: torch.Tensor) -> torch.Tensor:
     """Append log(1 − Σ exp(log_k)) as a last outcome.
 
-    The tail is floored at the smallest normal float32 rather than 0, so a top-k that holds all
-    the mass (k = V) gives a finite log and no NaN gradient; its effect on values is < 1e-37.
+    Σ and 1 − Σ are taken in float64: in float32 a tail below ~6e-8 rounds to 0 next to a
+    mass near 1 and would read as log ≈ −87 (reverse KL 5× too large on peaked rows). The tail is
+    floored at the smallest normal float64 rather than 0, so a top-k that holds all the mass
+    (k = V) gives a finite log and no NaN gradient.
     """
-    covered = torch.logsumexp(log_k, dim=-1, keepdim=True).clamp_max(0.0)
-    tail = (-torch.expm1(covered)).clamp_min(torch.finfo(log_k.dtype).tiny).log()
-    return torch.cat([log_k, tail], dim=-1)
+    wide = log_k.double()
+    covered = torch.logsumexp(wide, dim=-1, keepdim=True).clamp_max(0.0)
+    tail = (-torch.expm1(covered)).clamp_min(torch.finfo(torch.float64).tiny).log()
+    return torch.cat([log_k, tail.to(log_k.dtype)], dim=-1)
