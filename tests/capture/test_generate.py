@@ -86,3 +86,25 @@ def test_ctrl_c_keeps_finished_rows_and_the_rerun_completes_exactly_once(
     ids = [i for shard in store.shard_paths() for i in pq.read_table(shard)["id"].to_pylist()]
     expected = [json.loads(line)["id"] for line in prompts_file.read_text().splitlines()]
     assert sorted(ids) == sorted(expected)
+
+
+def test_a_sampled_row_is_the_same_whatever_batch_it_falls_in(
+    tiny_model_dir, prompts_file, tmp_path
+):
+    # The same prompt under two ids gets two samples, and each row's sample depends on its id
+    # only: batch size (or a resume that batches differently) changes nothing.
+    records = [json.loads(line) for line in prompts_file.read_text().splitlines()]
+    twice = [{**records[0], "id": "a"}, {**records[0], "id": "b"}, *records[1:6]]
+    prompts = tmp_path / "twice.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in twice))
+
+    def completions(out, batch_size):
+        settings = config(
+            tiny_model_dir, prompts, out, temperature=1.0, max_new_tokens=8, batch_size=batch_size
+        )
+        rows = generate(settings).store.rows()
+        return {r["id"]: r["completion_token_ids"] for r in rows}
+
+    one, four = completions(tmp_path / "b1", 1), completions(tmp_path / "b4", 4)
+    assert one == four
+    assert one["a"] != one["b"]

@@ -118,3 +118,19 @@ def test_row_sampler_draws_with_the_frequencies_of_softmax_over_temperature():
     drawn = out.argmax(-1)
     frequencies = torch.bincount(drawn, minlength=5).float() / 4000
     assert frequencies.tolist() == pytest.approx((logits[0] / 0.7).softmax(-1).tolist(), abs=0.02)
+
+
+def test_ids_tied_at_the_nucleus_boundary_are_all_kept():
+    from retort.teachers.decoding import nucleus
+
+    probs = torch.tensor([[0.4, 0.3, 0.3], [0.3, 0.3, 0.4]])
+    assert nucleus(probs, 0.5).tolist() == probs.tolist()  # not one of two equal ids
+    assert nucleus(torch.tensor([[0.5, 0.3, 0.2]]), 0.5).tolist() == [[0.5, 0.0, 0.0]]
+
+
+def test_a_temperature_that_is_not_a_number_is_refused_up_front():
+    from retort.errors import ConfigError
+    from retort.teachers.decoding import RowSampler
+
+    with pytest.raises(ConfigError, match="temperature nan"):
+        RowSampler([0], temperature=float("nan"))

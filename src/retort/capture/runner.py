@@ -23,6 +23,7 @@ from retort.errors import InputError, TeacherError
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
 from retort.teachers.chat import chat_messages, leading_bos, render_prompt
+from retort.teachers.decoding import derive_seed
 from retort.teachers.http import HTTPTeacher, connect_teacher, run_sync
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation, Sampling, Teacher
@@ -176,7 +177,12 @@ def _capture_local(
             if score:
                 outputs = _score_local(teacher, [(p, g) for _, p, g in batch], config.top_k)
             else:
-                outputs = teacher.generate([p for _, p, _ in batch], sampling, config.top_k)
+                prompts = [p for _, p, _ in batch]
+                if isinstance(teacher, LocalTeacher):  # a row's sample is a function of its id
+                    seeds = [derive_seed(sampling.seed, record.id) for record, _, _ in batch]
+                    outputs = teacher.generate(prompts, sampling, config.top_k, seeds=seeds)
+                else:
+                    outputs = teacher.generate(prompts, sampling, config.top_k)
             latency = (time.perf_counter() - tick) * 1000 / len(batch)
             for (record, prompt_ids, _), out in zip(batch, outputs, strict=True):
                 shards.add(_row(record, prompt_ids, out, teacher.tokenizer, latency))

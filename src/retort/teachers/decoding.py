@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -79,11 +80,13 @@ def row_seeds(seed: int, prompts: Sequence[Sequence[int]]) -> list[int]:
 
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """``probs`` (B, V) with everything outside each row's top-p nucleus set to 0: the smallest
-    set of most likely ids holding at least ``top_p`` of the mass (the top id always stays)."""
-    ordered, order = probs.sort(dim=-1, descending=True)  # (B, V)
+    set of most likely ids holding at least ``top_p`` of the mass (the top id always stays).
+    Ids tied with the least likely kept one are kept too, so the nucleus is a function of the
+    distribution, not of how a sort orders equal values."""
+    ordered, _ = probs.sort(dim=-1, descending=True)  # (B, V)
     above = ordered.cumsum(-1) - ordered  # mass ranked strictly above each id
-    ordered = ordered.masked_fill(above >= top_p, 0.0)
-    return torch.zeros_like(probs).scatter_(-1, order, ordered)
+    boundary = ordered.masked_fill(above >= top_p, float("inf")).amin(-1, keepdim=True)  # (B, 1)
+    return probs.masked_fill(probs < boundary, 0.0)
 
 
 class RowSampler(LogitsProcessor):
@@ -95,7 +98,7 @@ class RowSampler(LogitsProcessor):
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float = 1.0) -> None:
-        if temperature <= 0:
+        if not (math.isfinite(temperature) and temperature > 0):
             raise ConfigError(f"temperature {temperature}: sampling needs temperature > 0")
         if not 0 < top_p <= 1:
             raise ConfigError(f"top_p {top_p}: must be in (0, 1]")

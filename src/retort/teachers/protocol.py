@@ -35,7 +35,7 @@ DECODING: dict[str, Any] = {
     "no_repeat_ngram_size": 0,
     "num_beams": 1,
     "model_generation_config": "ignored",
-    "seeding": "one generator per row",
+    "seeding": "one generator per row; capture seeds it from (seed, row id)",
 }
 
 
