@@ -122,3 +122,46 @@ def test_client_leaving_mid_stream_keeps_serving_and_audits(tiny_server, policy_
         rows = audit_rows(db, 2)
         assert len(rows) == 2
         assert {r["decision"] for r in rows} <= {"client_disconnected", "allowed"}
+
+
+def test_a_failure_after_reserve_still_settles_releases_and_audits(tmp_path, db, monkeypatch):
+    from retort.guard import gateway as guard_gateway
+
+    policy = tmp_path / "one.yaml"
+    policy.write_text("tiers: {free: {concurrent: 1, requests_per_minute: 100, max_tokens: 8}}")
+    answers = [
+        ("ok", {"choices": [{"index": 0, "message": {"content": "x"}}], "usage": "lots"}),
+        ("ok", {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}),
+        ("ok", {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}),
+    ]
+    with (
+        FaultServer(lambda body: answers.pop(0)) as upstream,
+        gateway(upstream, policy, db) as (url, _),
+    ):
+        key = new_key(db, terms=None)
+        odd = post(url, key, CHAT)  # usage that is not an object: counted as reserved
+        assert odd.status_code == 200
+        real = guard_gateway.filter_response
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(guard_gateway, "filter_response", broken)
+        failed = post(url, key, CHAT)
+        assert failed.status_code == 502 and failed.json()["error"]["type"] == "server_error"
+        monkeypatch.setattr(guard_gateway, "filter_response", real)
+        assert post(url, key, CHAT).status_code == 200  # the concurrent slot came back
+        rows = audit_rows(db, 3)
+        assert [r["status"] for r in rows] == [200, 502, 200]
+        assert rows[0]["completion_tokens"] == 4  # CHAT reserves max_tokens 4
+
+
+def test_chat_with_zero_max_completion_tokens_is_served_not_a_500(policy_file, db):
+    ok = {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    with (
+        FaultServer(lambda body: ("ok", ok)) as upstream,
+        gateway(upstream, policy_file, db) as (url, _),
+    ):
+        body = {"model": "tiny", "messages": CHAT["messages"], "max_completion_tokens": 0}
+        assert post(url, new_key(db), body).status_code == 200
+        assert audit_rows(db, 1)[0]["status"] == 200

@@ -202,3 +202,22 @@ def test_two_gateway_processes_share_one_budget_in_redis(redis_url, tmp_path):
             for proc, _ in procs:
                 proc.wait(20)
     assert len(audit_rows(db, 20)) == 20  # both processes' rows, none lost at shutdown
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_usage_past_the_reservation_is_recorded_so_later_requests_wait(backend, request):
+    url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    tier = Tier(output_tokens_per_minute=1000)
+    limiter = Limiter(open_storage(url))
+
+    async def run() -> int:
+        admitted = 0
+        for _ in range(100):
+            held = await limiter.reserve(f"overrun-{backend}", tier, 1, 1)
+            if isinstance(held, Refusal):
+                break
+            admitted += 1
+            await limiter.settle(held, tier, 1, 300)  # the upstream wrote far past the reservation
+        return admitted
+
+    assert asyncio.run(run()) <= 4  # 300 tokens each: the fourth fills the 1000-token window

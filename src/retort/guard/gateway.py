@@ -17,7 +17,13 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
 from retort.guard.audit import AuditRow, AuditWriter, hashed_body
-from retort.guard.controls import Refused, apply_request, estimate_input_tokens, filter_response
+from retort.guard.controls import (
+    Refused,
+    apply_request,
+    estimate_input_tokens,
+    filter_response,
+    reserved_output,
+)
 from retort.guard.errors import error_body, error_response
 from retort.guard.keys import KeyCache, KeyRecord
 from retort.guard.limits import Limiter, Refusal, Reservation
@@ -145,43 +151,67 @@ class Gateway:
         if changes:
             call.decision, call.reason = "modified", "; ".join(changes)
         call.body = body
-        n = body.get("n") or 1
-        reserved_out = (body.get("max_completion_tokens") or body["max_tokens"]) * n
+        reserved_out = reserved_output(body, chat)
         reserved_in = estimate_input_tokens(body)
         held = await self.limiter.reserve(call.key.id, call.tier, reserved_in, reserved_out)
         if isinstance(held, Refusal):
             return self._rate_limited(call, held)
         headers = self._limit_headers(held)
         if body.get("stream"):
-            return await self._stream(call, held, headers, reserved_in)
+            return await self._stream(call, held, headers, reserved_in, reserved_out)
+        return await self._answer(call, held, headers, reserved_in, reserved_out)
+
+    async def _answer(
+        self,
+        call: Call,
+        held: Reservation,
+        headers: dict[str, str],
+        reserved_in: int,
+        reserved_out: int,
+    ) -> Response:
+        """The non-streamed upstream call. Whatever happens after the reservation, it is
+        settled (released) once, and the request gets its audit row."""
+        prompt, completion = reserved_in, 0
         try:
-            status, payload = await self.upstream.post_json(endpoint.removeprefix("/v1/"), body)
+            status, payload = await self.upstream.post_json(
+                call.endpoint.removeprefix("/v1/"), call.body
+            )
+            if status != 200:
+                return self._upstream_status(call, status, payload, headers)
+            filter_response(payload, call.tier.logprobs, self.rng)
+            usage = payload.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
+            prompt, completion = (
+                _count(usage.get("prompt_tokens"), reserved_in),
+                _count(usage.get("completion_tokens"), reserved_out),
+            )
+            call.usage = (prompt, completion)
+            self.finish(call, 200)
+            return Response(json.dumps(payload), media_type="application/json", headers=headers)
         except UpstreamError as exc:
-            await self.limiter.settle(held, call.tier, reserved_in, 0)
             return self.refuse(
                 call, exc.status, exc.message, "upstream_error", exc.message, None, headers
             )
-        if status != 200:
-            await self.limiter.settle(held, call.tier, reserved_in, 0)
-            return self._upstream_status(call, status, payload, headers)
-        filter_response(payload, call.tier.logprobs, self.rng)
-        usage = payload.get("usage") or {}
-        prompt, completion = (
-            _count(usage.get("prompt_tokens"), reserved_in),
-            _count(usage.get("completion_tokens"), reserved_out),
-        )
-        call.usage = (prompt, completion)
-        await self.limiter.settle(held, call.tier, prompt, completion)
-        self.finish(call, 200)
-        return Response(json.dumps(payload), media_type="application/json", headers=headers)
+        except Exception:
+            # A 200 the gateway could not handle: its bad gateway, with the row and the settle.
+            log.exception("failed on the upstream's answer to %s", call.endpoint)
+            message = "the gateway could not handle the upstream's answer"
+            return self.refuse(call, 502, message, "upstream_error", message, None, headers)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.limiter.settle(held, call.tier, prompt, completion)
 
     async def _stream(
-        self, call: Call, held: Reservation, headers: dict[str, str], reserved_in: int
+        self,
+        call: Call,
+        held: Reservation,
+        headers: dict[str, str],
+        reserved_in: int,
+        reserved_out: int,
     ) -> Response:
         body = call.body
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        reserved_out = held.amounts.get("output-tokens", body.get("max_tokens") or 0)
         try:
             response = await self.upstream.open_stream(call.endpoint.removeprefix("/v1/"), body)
         except UpstreamError as exc:

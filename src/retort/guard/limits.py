@@ -7,7 +7,8 @@ A request first *reserves* what it may use (1 request, its estimated input token
 reservations are one atomic counter per budget (INCRBY in Redis), added before the window is
 read, so two replicas admitting at once each see the other's reservation: the check errs on
 refusing, never on admitting. After the upstream answers, ``settle`` records the real usage
-in the window and releases the reservation, so unused output tokens come back at once.
+in the window (all of it, even past the limit, so the requests after an overrun wait) and
+releases the reservation, so unused output tokens come back at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from limits.storage import storage_from_string
 from retort.guard.policy import Tier
 
 INFLIGHT_TTL_S = 3600  # a crashed replica's reservations fade after this long
+UNBOUNDED = 2**52  # a limit no window reaches (and exact as a double in Redis' Lua)
 
 
 @dataclass
@@ -142,13 +144,17 @@ class Limiter:
         )
         return used, max(start + expiry - time.time(), 0.001) if used else 0.0
 
-    async def _record(self, key: str, budget: Budget, amount: int) -> bool:
+    async def _record(self, key: str, budget: Budget, amount: int) -> None:
+        """Add ``amount`` to the window whatever it holds: usage past the reservation (an
+        input estimate that fell short, an upstream that wrote past max_tokens) still counts,
+        so the requests after it wait. The sliding-window counter is hit with a limit it
+        cannot reach, which makes the hit unconditional on every storage; the moving window
+        only ever records the one request its reservation made room for."""
         expiry = budget.item.get_expiry()
         if budget.counted:
-            return await self.storage.acquire_sliding_window_entry(
-                key, budget.limit, expiry, amount
-            )
-        return await self.storage.acquire_entry(key, budget.limit, expiry, amount)
+            await self.storage.acquire_sliding_window_entry(key, UNBOUNDED, expiry, amount)
+        else:
+            await self.storage.acquire_entry(key, budget.limit, expiry, amount)
 
     async def settle(
         self, held: Reservation, tier: Tier, input_tokens: int, output_tokens: int
@@ -165,13 +171,9 @@ class Limiter:
         for budget in budgets(tier):
             if budget.name == "concurrent" or budget.name not in held.amounts:
                 continue
-            amount = min(used[budget.name], budget.limit)
+            amount = used[budget.name]
             if amount > 0:
-                key = _window(held.key_id, budget)
-                # The reservation guarantees room for what was reserved; usage beyond it (an
-                # input estimate that fell short) is recorded as far as the window allows.
-                if not await self._record(key, budget, amount):
-                    await self._record(key, budget, min(amount, held.amounts[budget.name]))
+                await self._record(_window(held.key_id, budget), budget, amount)
         await self.release(held)
 
     async def release(self, held: Reservation) -> None:
