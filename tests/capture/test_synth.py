@@ -22,8 +22,16 @@ def test_near_duplicates_are_measured_by_word_ngram_overlap():
     assert index.overlap("List three uses of copper in electronics.") == 0.0
 
 
-def test_synth_grows_a_file_of_distinct_prompts_and_continues_it(tiny_model_dir, tmp_path):
+def test_synth_grows_a_file_of_distinct_prompts_and_continues_it(
+    tiny_model_dir, tmp_path, monkeypatch
+):
     import json
+
+    from retort.capture import synth
+
+    # A random tiny teacher writes word salad that only sometimes reads as a request; the
+    # request filter has its own tests, so here every answer of enough words counts as one.
+    monkeypatch.setattr(synth, "is_request", lambda task, min_words=3: len(task.split()) >= 2)
 
     seeds = write_jsonl(
         tmp_path / "seeds.jsonl",
