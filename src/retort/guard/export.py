@@ -9,38 +9,20 @@ completion_tokens}, ``status``; plus the optional ``tier``, ``model``, ``latency
 from __future__ import annotations
 
 import json
-import re
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from retort.errors import ConfigError, InputError
 from retort.guard.audit import COLUMNS, open_audit
+from retort.guard.moments import parse_moment
 
 
 def parse_since(text: str | None, now: float | None = None) -> float:
     """``1h``, ``30m``, ``7d`` ago, an ISO date/time (UTC unless zoned), or unix seconds."""
     if not text:
         return 0.0
-    now = time.time() if now is None else now
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
-    if match:
-        return (
-            now - float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        )
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ConfigError(
-            f"--since: '{text}' is not a duration (1h, 7d), ISO date or unix time"
-        ) from exc
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return parse_moment(text, "--since", ago=True, unix_seconds=True, now=now)
 
 
 def records(db: str | Path, since: float = 0.0) -> Iterator[dict[str, Any]]:

@@ -16,10 +16,10 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from retort.errors import ConfigError, InputError
+from retort.errors import InputError
+from retort.guard.moments import parse_moment
 
 PREFIX = "rk-"
 _KEY = re.compile(r"^rk-([0-9a-f]{12})-([A-Za-z0-9_-]{20,})$")
@@ -67,20 +67,7 @@ def parse_expiry(text: str | None, now: float | None = None) -> float | None:
     """``30d``, ``12h``, ``90m`` from now, or an ISO date/time (UTC when no zone is given)."""
     if not text:
         return None
-    now = time.time() if now is None else now
-    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
-    if match:
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
-        return now + timedelta(**{unit: int(match.group(1))}).total_seconds()
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ConfigError(
-            f"--expires: '{text}' is neither a duration (30d, 12h, 90m) nor an ISO date"
-        ) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+    return parse_moment(text, "--expires", ago=False, now=now)
 
 
 class KeyStore:
