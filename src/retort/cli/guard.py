@@ -1,4 +1,5 @@
-"""``retort guard``: the gateway (serve), its keys, and its audit log."""
+"""``retort guard``: the gateway (serve), its keys and their detector levels, its audit log,
+and the extraction detector's offline verbs (scan, simulate)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Annotated
 import typer
 
 from retort.cli.console import err, out
+from retort.cli.guard_scan import scan
+from retort.cli.guard_simulate import simulate
 
 Db = Annotated[str, typer.Option(help="The guard database (keys and audit log; SQLite).")]
 
@@ -19,15 +22,22 @@ def register(app: typer.Typer) -> None:
         "extraction controls and an audit log.",
         no_args_is_help=True,
     )
-    keys = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
+    keys = typer.Typer(
+        help="Create, list, revoke and rotate API keys; show and override their detector level.",
+        no_args_is_help=True,
+    )
     log = typer.Typer(help="The audit log.", no_args_is_help=True)
     guard.command("serve", no_args_is_help=True)(serve)
+    guard.command("scan", no_args_is_help=True)(scan)
+    guard.command("simulate", no_args_is_help=True)(simulate)
     keys.command("create", no_args_is_help=True)(create)
     keys.command("list")(list_keys)
     keys.command("revoke", no_args_is_help=True)(revoke)
     keys.command("rotate", no_args_is_help=True)(rotate)
     keys.command("block", no_args_is_help=True)(block)
     keys.command("unblock", no_args_is_help=True)(unblock)
+    keys.command("show", no_args_is_help=True)(show)
+    keys.command("override", no_args_is_help=True)(override)
     log.command("export")(export)
     guard.add_typer(keys, name="keys")
     guard.add_typer(log, name="log")
@@ -156,6 +166,93 @@ def unblock(
     err.print(f"key {key_id} unblocked")
 
 
+def show(
+    key_id: Annotated[str, typer.Argument(help="The key id.")], db: Db = "guard.sqlite"
+) -> None:
+    """The key's record, its detector level and override, and its history: every level the
+    detector set (with its score and reasons) and every operator override."""
+    from rich.table import Table
+
+    from retort.guard.audit import events
+    from retort.guard.detect.ladder import standing
+    from retort.guard.keys import KeyStore
+
+    store = KeyStore(db)
+    k = store.get(key_id)
+    overrides, changes = store.overrides(key_id), events(db, key_id)
+    out.print(
+        f"key {k.id}  name {k.name}  tier {k.tier}  created {_date(k.created)}  "
+        f"expires {_date(k.expires)}  terms {k.terms_version or '-'}"
+        f"{'  revoked ' + _date(k.revoked) if k.revoked else ''}{'  blocked' if k.blocked else ''}",
+        highlight=False,
+    )
+    now = time.time()
+    latest = overrides[-1] if overrides else None
+    out.print(f"detector level: {standing(changes, latest, now)}", highlight=False)
+    if latest is None:
+        out.print("override: none", highlight=False)
+    else:
+        until = f" until {_date(latest.until)}" if latest.until else ""
+        lapsed = "" if latest.in_force(now) else " (lapsed)"
+        note = f": {latest.note}" if latest.note else ""
+        out.print(
+            f"override: {latest.level}{until}{lapsed} by {latest.by or '-'}{note}",
+            highlight=False,
+        )
+    table = Table("when", "by", "score", "level", "reasons")
+    rows = [
+        (e.ts, "detector", "-" if e.score is None else f"{e.score:.2f}", e.level, _words(e.reasons))
+        for e in changes
+    ] + [
+        (
+            o.ts,
+            f"operator {o.by or '-'}",
+            "-",
+            f"override {o.level}" + (f" until {_date(o.until)}" if o.until else ""),
+            o.note or "",
+        )
+        for o in overrides
+    ]
+    for ts, *cells in sorted(rows, key=lambda r: r[0]):
+        table.add_row(_date(ts, seconds=True), *cells)
+    if rows:
+        out.print(table)
+    else:
+        out.print("no detector history", highlight=False)
+
+
+def override(
+    key_id: Annotated[str, typer.Argument(help="The key id.")],
+    level: Annotated[
+        str,
+        typer.Option(
+            help="auto (the detector decides again, starting from no level), none, log, flag, "
+            "tighten, strip_logprobs or block (the policy ladder's step of that action)."
+        ),
+    ],
+    minutes: Annotated[
+        float | None, typer.Option(help="How long it holds; left out: until the next override.")
+    ] = None,
+    note: Annotated[str | None, typer.Option(help="Why (kept in the key's history).")] = None,
+    by: Annotated[str | None, typer.Option(help="Who decides (default: your user name).")] = None,
+    db: Db = "guard.sqlite",
+) -> None:
+    """Override the detector's level for a key; running gateways apply it within a second."""
+    import getpass
+
+    from retort.errors import ConfigError
+    from retort.guard.detect.ladder import check_override_level
+    from retort.guard.keys import KeyStore
+
+    check_override_level(level)
+    if minutes is not None and minutes <= 0:
+        raise ConfigError(f"--minutes: {minutes:g} is not positive; leave it out for no end")
+    until = time.time() + minutes * 60 if minutes is not None else None
+    made = KeyStore(db).override(key_id, level, until, by or getpass.getuser(), note)
+    held = f" until {_date(made.until)}" if made.until else " until the next override"
+    err.print(f"key {key_id}: detector level {level}{held}", highlight=False)
+
+
 def export(
     out_path: Annotated[str, typer.Option("--out", help="File to write.")],
     db: Db = "guard.sqlite",
@@ -170,5 +267,16 @@ def export(
     err.print(f"wrote {count} requests to {out_path}")
 
 
-def _date(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+def _date(ts: float | None, seconds: bool = False) -> str:
+    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime(shape)
+
+
+def _words(reasons: str) -> str:
+    """A detector event's reasons (JSON) as the analyst reads them."""
+    import json
+
+    try:
+        return "; ".join(r.get("words", "") for r in json.loads(reasons) if isinstance(r, dict))
+    except ValueError:
+        return reasons

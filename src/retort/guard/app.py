@@ -1,4 +1,5 @@
-"""The gateway's FastAPI app: the OpenAI routes, /healthz and /metrics."""
+"""The gateway's FastAPI app: the OpenAI routes, /healthz and /metrics; and, when the policy
+enables it, the extraction detector beside it."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from retort.guard.audit import AuditWriter
+from retort.errors import ConfigError
+from retort.guard.audit import AuditWriter, EventRow, events
 from retort.guard.errors import error_response
 from retort.guard.gateway import Call, Gateway
 from retort.guard.keys import KeyCache
 from retort.guard.limits import Limiter, open_storage
-from retort.guard.policy import load_policy
+from retort.guard.policy import Detector, load_policy
 from retort.guard.proxy import Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,10 @@ def create_app(
     policy = load_policy(policy_path)  # a bad file fails here, before anything starts
     upstream = Upstream(upstream_url, upstream_key, policy.upstream_timeout_s)
     audit = AuditWriter(db)
-    gateway = Gateway(policy_path, upstream, KeyCache(db), Limiter(open_storage(redis_url)), audit)
+    detector = build_detector(policy.detector, db, audit) if policy.detector.enabled else None
+    gateway = Gateway(
+        policy_path, upstream, KeyCache(db), Limiter(open_storage(redis_url)), audit, detector
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +82,8 @@ def create_app(
             yield
         finally:
             await upstream.close()
+            if detector is not None:
+                detector.close()  # before the audit writer: a last change may still be queued
             audit.close()  # every queued row is written before the process ends
 
     app = FastAPI(title="retort guard", lifespan=lifespan, version="1")
@@ -145,6 +152,46 @@ def create_app(
 
     app.openapi = openapi
     return app
+
+
+def build_detector(config: Detector, db: str | Path, audit: AuditWriter):
+    """The online detector the policy describes, its level changes written by ``audit``'s
+    thread to ``detector_events``, and each key's last level read back from there (a restart
+    keeps blocks). Imports numpy and the families only when the detector is on."""
+    from retort.guard.detect.embed import load_embedder
+    from retort.guard.detect.model import Scorer
+    from retort.guard.detect.online import Change, OnlineDetector
+
+    embedder = None if config.embedder == "none" else load_embedder(config.embedder)
+    scorer = Scorer.load(config.weights, getattr(embedder, "name", None))
+    reference = None
+    if config.baseline is not None:
+        from retort.guard.detect.features.window import Reference
+
+        reference = Reference.load(config.baseline)
+        names = (reference.embedder or embedder.name, reference.dim)
+        if names != (embedder.name, embedder.dim):
+            raise ConfigError(
+                f"detector.baseline: {config.baseline} holds {reference.dim}-d embeddings of "
+                f"'{reference.embedder}', the policy's embedder is {embedder.dim}-d "
+                f"'{embedder.name}'; rebuild the baseline with it or set detector.embedder"
+            )
+
+    def sink(change: Change) -> None:
+        reasons = json.dumps(list(change.reasons))
+        audit.write(EventRow(change.ts, change.key, change.score, change.level, reasons))
+
+    detector = OnlineDetector(config, scorer, embedder, reference, sink)
+    kept = detector.restore(
+        Change(e.ts, e.key, e.score, e.level, tuple(json.loads(e.reasons))) for e in events(db)
+    )
+    log.warning(
+        "detector on: weights %s, embedder %s, %d keys' levels restored",
+        scorer.source,
+        config.embedder,
+        kept,
+    )
+    return detector
 
 
 def upstream_key_from_env(name: str | None) -> str | None:

@@ -1,8 +1,13 @@
 """One proxied request, in the order of DESIGN.md: authenticate → policy → reserve limits →
-upstream → reconcile usage → audit row (queued, off the request path)."""
+upstream → reconcile usage → audit row (queued, off the request path).
+
+With the extraction detector on, the key's level applies between the policy and the reserve
+(blocked, or a derived tier: limits × factor, logprobs off), and every answered request is
+observed after its answer is sent (``loop.call_soon``), so scoring never delays it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -10,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import Request
@@ -24,12 +29,17 @@ from retort.guard.controls import (
     filter_response,
     reserved_output,
 )
+from retort.guard.detect.ladder import Effect, TierCache
+from retort.guard.detect.request import from_record
 from retort.guard.errors import error_body, error_response
 from retort.guard.keys import KeyCache, KeyRecord
 from retort.guard.limits import Limiter, Refusal, Reservation
 from retort.guard.metrics import Metrics
 from retort.guard.policy import Policy, Tier, load_policy
 from retort.guard.proxy import Upstream, UpstreamError, sse_events
+
+if TYPE_CHECKING:  # numpy and the feature families load only when the detector is on
+    from retort.guard.detect.online import OnlineDetector
 
 log = logging.getLogger(__name__)
 UNAUTHORIZED = "invalid API key; check the key you were given"
@@ -51,6 +61,7 @@ class Call:
     decision: str = "allowed"
     reason: str | None = None
     usage: tuple[int | None, int | None] = (None, None)
+    detector: Effect | None = None  # the key's detector level, when it has one
 
 
 class Gateway:
@@ -63,10 +74,12 @@ class Gateway:
         keys: KeyCache,
         limiter: Limiter,
         audit: AuditWriter,
+        detector: OnlineDetector | None = None,
     ) -> None:
         self.policy_path = Path(policy_path)
         self.policy: Policy = load_policy(policy_path)
         self.upstream, self.keys, self.limiter, self.audit = upstream, keys, limiter, audit
+        self.detector, self.derived = detector, TierCache()
         self.metrics = Metrics()
         self.rng = random.Random()
 
@@ -74,10 +87,19 @@ class Gateway:
         """Read the policy file again; a bad file is logged and the old policy kept. Requests in
         flight keep the tier they started with."""
         try:
-            self.policy = load_policy(self.policy_path)
+            policy = load_policy(self.policy_path)
         except Exception as exc:
             log.error("policy not reloaded, the old one stays: %s", exc)
             return False
+        old, new = self.policy.detector, policy.detector
+        self.policy = policy
+        self.derived.clear()
+        if self.detector is not None:
+            self.detector.reconfigure(new)
+        if (old.embedder, old.weights, old.baseline) != (new.embedder, new.weights, new.baseline):
+            log.warning("detector: embedder, weights and baseline change on restart only")
+        if new.enabled and self.detector is None:
+            log.warning("detector: enabled in the policy; it starts when the gateway restarts")
         log.warning("policy reloaded from %s", self.policy_path)
         return True
 
@@ -141,12 +163,23 @@ class Gateway:
                 None,
             )
         call.raw_body = body
+        own_tier = call.tier
+        refused = self._detector_level(call)
+        if refused is not None:
+            return refused
         body = json.loads(json.dumps(body))  # the copy that goes upstream may be rewritten
         try:
             changes = apply_request(body, call.tier, chat)
         except Refused as exc:
+            stripped = (
+                call.detector is not None
+                and call.detector.strip
+                and exc.param == "logprobs"
+                and own_tier.logprobs.enabled
+            )
+            decision = "detector_stripped" if stripped else "refused"
             return self.refuse(
-                call, exc.status, exc.message, "refused", exc.message, exc.code, param=exc.param
+                call, exc.status, exc.message, decision, exc.message, exc.code, param=exc.param
             )
         if changes:
             call.decision, call.reason = "modified", "; ".join(changes)
@@ -160,6 +193,29 @@ class Gateway:
         if body.get("stream"):
             return await self._stream(call, held, headers, reserved_in, reserved_out)
         return await self._answer(call, held, headers, reserved_in, reserved_out)
+
+    def _detector_level(self, call: Call) -> Response | None:
+        """Apply the key's detector level: a 429 for a blocked key, else the tier it is answered
+        under (limits × factor, logprobs off). log and flag change nothing but the reason."""
+        if self.detector is None or not self.policy.detector.enabled:
+            return None
+        key = call.key.id
+        level = self.detector.level(key, call.ts, self.keys.override(key))
+        if level is None or level.action == "none":
+            return None
+        call.detector = level
+        if level.blocked:
+            headers = {"x-should-retry": "false"}
+            if level.until is not None:
+                wait = max(level.until - call.ts, 1.0)
+                headers["retry-after"] = str(math.ceil(wait))
+                headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+            return self.refuse(
+                call, 429, "this key is blocked", "detector_blocked", None, "key_blocked", headers
+            )
+        if level.changes_tier:
+            call.tier = self.derived.derive(call.tier, level.factor, level.strip)
+        return None
 
     async def _answer(
         self,
@@ -322,8 +378,14 @@ class Gateway:
             message = f"this request alone is larger than the key's {refusal.budget} limit"
         else:
             message = f"rate limit reached for {refusal.budget}; try again in {wait:.1f}s"
+        tightened = (
+            call.detector is not None
+            and call.detector.factor is not None
+            and refusal.budget != "concurrent"
+        )
+        decision = "detector_tightened" if tightened else "rate_limited"
         return self.refuse(
-            call, 429, message, "rate_limited", refusal.budget, "rate_limit_exceeded", headers
+            call, 429, message, decision, refusal.budget, "rate_limit_exceeded", headers
         )
 
     def _limit_headers(self, held: Reservation) -> dict[str, str]:
@@ -371,6 +433,12 @@ class Gateway:
             m.tokens.labels(tier, "prompt").inc(prompt)
         if completion:
             m.tokens.labels(tier, "completion").inc(completion)
+        reason = call.reason
+        if call.detector is not None:
+            reason = f"{reason}; {call.detector.note}" if reason else call.detector.note
+        watching = self.detector is not None and self.policy.detector.enabled
+        if watching and call.key is not None and call.raw_body is not None:
+            self._observe(call, status)
         body = call.raw_body
         if body is not None and self.policy.audit.bodies == "hashes":
             body = hashed_body(body)
@@ -388,9 +456,34 @@ class Gateway:
                 status,
                 latency * 1000,
                 call.decision,
-                call.reason,
+                reason,
             )
         )
+
+    def _observe(self, call: Call, status: int) -> None:
+        """Give the answered request to the detector once the answer is on its way: a call on
+        the event loop's next turn, after this handler has written the response."""
+        prompt, completion = call.usage
+        record = {
+            "ts": call.ts,
+            "key": call.key.id,
+            "client": call.client,
+            "endpoint": call.endpoint,
+            "body": call.raw_body,
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion},
+            "status": status,
+            "decision": call.decision,
+        }
+        try:
+            asyncio.get_running_loop().call_soon(self._observed, record)
+        except RuntimeError:  # no loop (a direct call): observe now
+            self._observed(record)
+
+    def _observed(self, record: dict[str, Any]) -> None:
+        try:
+            self.detector.observe(from_record(record))
+        except Exception:  # the detector must never take a request down with it
+            log.exception("detector: observing a request of key %s failed", record["key"])
 
 
 def _count(value: Any, fallback: int) -> int:

@@ -5,6 +5,10 @@ bits, shown once at creation. Only sha256(secret) is stored: a plain fast hash i
 secret of that entropy, where a password hash would only slow every request. The gateway keeps
 all keys in memory and reloads them when the file's ``PRAGMA data_version`` says another
 connection (the CLI revoking a key) committed, checked at most every ``refresh_s``.
+
+Operators' overrides of the extraction detector's level live beside the keys, in the
+append-only ``detector_overrides`` table: the latest row of a key is in force (until its
+``until``), the earlier ones are its history.
 """
 
 from __future__ import annotations
@@ -29,7 +33,17 @@ CREATE TABLE IF NOT EXISTS keys (
   created REAL NOT NULL, expires REAL, revoked REAL, terms_version TEXT,
   blocked INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS detector_overrides (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, key TEXT NOT NULL,
+  level TEXT NOT NULL, until REAL, by TEXT, note TEXT
+);
+CREATE INDEX IF NOT EXISTS detector_overrides_key ON detector_overrides (key, seq);
+CREATE TRIGGER IF NOT EXISTS detector_overrides_no_update BEFORE UPDATE ON detector_overrides
+  BEGIN SELECT RAISE(ABORT, 'overrides are append-only: add a new one'); END;
+CREATE TRIGGER IF NOT EXISTS detector_overrides_no_delete BEFORE DELETE ON detector_overrides
+  BEGIN SELECT RAISE(ABORT, 'overrides are append-only: add a new one'); END;
 """
+_OVERRIDE_COLUMNS = "seq, ts, key, level, until, by, note"
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,24 @@ class KeyRecord:
 
     def usable(self, now: float) -> bool:
         return self.revoked is None and (self.expires is None or now < self.expires)
+
+
+@dataclass(frozen=True)
+class Override:
+    """An operator's decision on a key's detector level: ``level`` is ``auto`` (the detector
+    decides again, from no level), ``none`` or a ladder action, in force until ``until``
+    (unix s; None: until the next override)."""
+
+    seq: int
+    ts: float
+    key: str
+    level: str
+    until: float | None
+    by: str | None
+    note: str | None
+
+    def in_force(self, now: float) -> bool:
+        return self.until is None or now < self.until
 
 
 def connect(db: str | Path) -> sqlite3.Connection:
@@ -109,6 +141,33 @@ class KeyStore:
         self.conn.execute("UPDATE keys SET blocked = ? WHERE id = ?", (int(blocked), key_id))
         return self.get(key_id)
 
+    def override(
+        self,
+        key_id: str,
+        level: str,
+        until: float | None = None,
+        by: str | None = None,
+        note: str | None = None,
+    ) -> Override:
+        """Record an operator's detector level for the key (running gateways apply it within
+        ``refresh_s``); ``level`` is checked by the caller (``ladder.check_override_level``)."""
+        self.get(key_id)
+        cursor = self.conn.execute(
+            "INSERT INTO detector_overrides (ts, key, level, until, by, note)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), key_id, level, until, by, note),
+        )
+        return self.overrides(key_id, since_seq=cursor.lastrowid)[-1]
+
+    def overrides(self, key_id: str, since_seq: int = 0) -> list[Override]:
+        """The key's overrides, oldest first (the last one is in force, until its until)."""
+        rows = self.conn.execute(
+            f"SELECT {_OVERRIDE_COLUMNS} FROM detector_overrides WHERE key = ? AND seq >= ?"
+            " ORDER BY seq",
+            (key_id, since_seq),
+        )
+        return [Override(*r) for r in rows]
+
     def rotate(self, key_id: str, terms_version: str | None = None) -> tuple[KeyRecord, str]:
         """A new secret for the same key id (its limits and audit history carry on); the old
         secret stops working at once. Records the current terms version when given."""
@@ -124,12 +183,14 @@ class KeyStore:
 
 
 class KeyCache:
-    """The gateway's side: every key in memory, reloaded when the database changed."""
+    """The gateway's side: every key (and each key's latest override) in memory, reloaded
+    when the database changed."""
 
     def __init__(self, db: str | Path, refresh_s: float = 0.5) -> None:
         self.conn = connect(db)
         self.refresh_s = refresh_s
         self._keys: dict[str, KeyRecord] = {}
+        self._overrides: dict[str, Override] = {}
         self._version = -1
         self._checked = 0.0
         self._refresh(force=True)
@@ -144,6 +205,16 @@ class KeyCache:
             self._version = version
             rows = self.conn.execute("SELECT * FROM keys").fetchall()
             self._keys = {r[0]: _record(r) for r in rows}
+            latest = self.conn.execute(
+                f"SELECT {_OVERRIDE_COLUMNS} FROM detector_overrides WHERE seq IN"
+                " (SELECT MAX(seq) FROM detector_overrides GROUP BY key)"
+            )
+            self._overrides = {r[2]: Override(*r) for r in latest}
+
+    def override(self, key_id: str) -> Override | None:
+        """The key's latest override (in force or not: the detector reads ``until``)."""
+        self._refresh()
+        return self._overrides.get(key_id)
 
     def authenticate(self, presented: str | None) -> KeyRecord | None:
         """The usable key matching ``presented`` (a bearer token), or None; the secret's hash
