@@ -57,6 +57,9 @@ class GenerateConfig(_Strict):
     shard: str | None = Field(
         None, pattern=r"^\d+/\d+$", description="i/n: this process takes shard i of n."
     )
+    watermark: Path | None = Field(
+        None, description="Watermark key file (retort watermark keygen); local teachers only."
+    )
     # HTTP teachers (teacher is an http(s)://.../v1 URL)
     teacher_model: str | None = Field(None, description="Model name on the server.")
     tokenizer: str | None = Field(
@@ -77,11 +80,18 @@ class GenerateConfig(_Strict):
     max_cost: float | None = Field(None, gt=0.0, description="Stop once this is spent.")
 
     @model_validator(mode="after")
-    def _shard_in_range(self) -> GenerateConfig:
+    def _consistent(self) -> GenerateConfig:
         if self.shard:
             index, count = (int(p) for p in self.shard.split("/"))
             if not 0 <= index < count:
                 raise ValueError(f"shard: {self.shard} needs 0 <= i < n, e.g. 0/4")
+        if self.watermark is not None and is_http_teacher(self.teacher):
+            raise ValueError(
+                "watermark: an HTTP teacher samples on its server, which must watermark: start "
+                "it with `retort serve --watermark KEYFILE` and capture without --watermark"
+            )
+        if self.watermark is not None and self.mode == "score":
+            raise ValueError("watermark: score mode writes no text to watermark; drop it")
         return self
 
 

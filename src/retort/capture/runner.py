@@ -19,7 +19,7 @@ from retort.capture.http_capture import HTTPSettings
 from retort.capture.prompts import PromptRecord, load_prompts
 from retort.capture.store import CODEC, CODECS, ShardBuffer, Store
 from retort.config import GenerateConfig, is_http_teacher
-from retort.errors import InputError, TeacherError
+from retort.errors import ConfigError, InputError, TeacherError
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
 from retort.teachers.chat import chat_messages, leading_bos, render_prompt
@@ -27,6 +27,7 @@ from retort.teachers.decoding import derive_seed
 from retort.teachers.http import HTTPTeacher, connect_teacher, run_sync
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation, Sampling, Teacher
+from retort.watermark.keys import Key, check_tokenizer, load_key
 
 
 @dataclass
@@ -56,8 +57,14 @@ def sampling_of(config: GenerateConfig) -> Sampling:
 def fingerprint(
     teacher: Teacher, sampling: Sampling, top_k: int, mode: str = "generate", codec: str = CODEC
 ) -> dict[str, Any]:
-    """Everything that makes two captures comparable; a store holds rows of one fingerprint."""
+    """Everything that makes two captures comparable; a store holds rows of one fingerprint.
+
+    A watermarked teacher adds ``watermark``: its key's scheme, settings and key id (never the
+    secret), so a store's text is known to be watermarked and a resume with another key (or
+    none) is refused."""
     name, weights = teacher_names(teacher.identity())
+    key = getattr(teacher, "watermark", None)
+    marked = {"watermark": key.public()} if key is not None else {}
     return {
         "teacher": name,
         "teacher_weights": weights,
@@ -72,6 +79,7 @@ def fingerprint(
         "decoding": getattr(teacher, "decoding", None) or sampling.as_dict()["decoding"],
         "top_k": top_k,
         "codec": codec,
+        **marked,
     }
 
 
@@ -111,8 +119,11 @@ def generate(
     records = load_prompts(config.prompts, sampling.as_dict(), dedup=config.dedup)
     if config.shard:
         records = select_shard(records, config.shard)
+    key = _watermark_key(config)  # a bad key file fails before the teacher loads
     if teacher is None:
         teacher = load_teacher(config)
+    if key is not None:
+        teacher = _watermarked(teacher, key)
     if config.top_k > teacher.capabilities.max_top_k:
         raise TeacherError(
             f"--top-k {config.top_k}: this teacher returns at most "
@@ -270,6 +281,29 @@ def _given(teacher: Teacher, record: PromptRecord, mode: str) -> list[int]:
     if tokenizer.chat_template and tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def _watermark_key(config: GenerateConfig) -> Key | None:
+    if config.watermark is None:
+        return None
+    key = load_key(config.watermark)
+    if key.scheme == "gumbel" and config.temperature == 0:
+        raise ConfigError(
+            f"--temperature 0: {config.watermark} is a gumbel key, which samples (Gumbel-max); "
+            "use --temperature 1 (the watermark keeps the teacher's distribution), or a kgw key "
+            "for greedy decoding"
+        )
+    return key
+
+
+def _watermarked(teacher: Teacher, key: Key) -> LocalTeacher:
+    if not isinstance(teacher, LocalTeacher):
+        raise ConfigError(
+            "--watermark: only a local teacher watermarks here; a served teacher must watermark "
+            "itself (retort serve --watermark KEYFILE)"
+        )
+    check_tokenizer(key, teacher.tokenizer, flag="the teacher's tokenizer")
+    return teacher.watermarked(key)
 
 
 def select_shard(records: list[PromptRecord], shard: str) -> list[PromptRecord]:

@@ -43,6 +43,10 @@ def generate(
     shard: Annotated[
         str | None, typer.Option(help="i/n: take shard i of n (n processes fill one store).")
     ] = None,
+    watermark: Annotated[
+        Path | None,
+        typer.Option(help="Watermark the teacher's text with this key (local teachers only)."),
+    ] = None,
     teacher_model: Annotated[
         str | None, typer.Option(help="HTTP teacher: the model name on the server.")
     ] = None,
@@ -77,6 +81,11 @@ def generate(
     are generated. A store made with other settings (teacher, tokenizer, sampling, top-k) is
     refused. With an http(s) teacher, requests run concurrently under client-side rate limits
     and retries; every prompt ends as a row or as a failure recorded in the manifest.
+
+    With --watermark KEYFILE the local teacher's completions carry the key's watermark, and
+    the store's fingerprint names the key id (a resume with another key is refused); the
+    stored logprobs stay the teacher's own. A served teacher watermarks on its server
+    (retort serve --watermark KEYFILE).
     """
     from retort.capture.runner import generate as run
     from retort.config import GenerateConfig, build
@@ -98,6 +107,7 @@ def generate(
             "dedup": dedup,
             "rows_per_shard": rows_per_shard,
             "shard": shard,
+            "watermark": watermark,
             "teacher_model": teacher_model,
             "tokenizer": tokenizer,
             "api_key_env": api_key_env,

@@ -24,6 +24,7 @@ from retort.cli import (
     quickstart,
     serve,
     synth,
+    watermark,
 )
 from retort.errors import RetortError
 
@@ -37,7 +38,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",  # docstring paragraphs rewrap to the terminal width
 )
-for verb in (quickstart, generate, synth, distill, merge, evaluate, inspect, serve, guard):
+for verb in (
+    quickstart,
+    generate,
+    synth,
+    distill,
+    merge,
+    evaluate,
+    inspect,
+    serve,
+    guard,
+    watermark,
+):
     verb.register(app)
 
 # typer >= 0.29 raises the classes of its own bundled click, which are unrelated to the click

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,23 +28,36 @@ def serve(
     batch_wait_ms: Annotated[
         float, typer.Option(help="How long the first request waits for others to batch with.")
     ] = 10.0,
+    watermark: Annotated[
+        Path | None,
+        typer.Option(help="Watermark every completion with this key (retort watermark keygen)."),
+    ] = None,
 ) -> None:
     """Serve a local model over the OpenAI API: /v1/models, /v1/chat/completions and
     /v1/completions with logprobs, top_logprobs, n, stop, seed, streaming, and vLLM's
     prompt_logprobs. Concurrent requests are batched. Point any OpenAI client (or
-    `retort generate --teacher http://HOST:PORT/v1`) at it."""
+    `retort generate --teacher http://HOST:PORT/v1`) at it.
+
+    With --watermark every completion carries the key's watermark (logprobs stay the model's
+    own); a gumbel key refuses temperature 0, which it cannot watermark."""
     import uvicorn
 
     from retort.serve.app import create_app
     from retort.teachers.local import LocalTeacher
+    from retort.watermark.keys import check_tokenizer, load_key
 
+    key = load_key(watermark) if watermark is not None else None
     # Bound before the model loads and before "serving" is printed: a taken port or an
     # unknown host is one line, and uvicorn serves on this very socket (no window to lose it).
     listener = _bind(host, port)
     teacher = LocalTeacher.load(model)
+    if key is not None:
+        check_tokenizer(key, teacher.tokenizer, flag="the model's tokenizer")
+        teacher = teacher.watermarked(key)
     name = served_model_name or model
     api = create_app(teacher, name, max_batch=max_batch, wait_ms=batch_wait_ms)
-    err.print(f"serving {name} on http://{host}:{port}/v1 (Ctrl-C stops)")
+    marked = f", watermark {key.scheme} key {key.key_id}" if key is not None else ""
+    err.print(f"serving {name} on http://{host}:{port}/v1{marked} (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
     server.run(sockets=[listener])
 

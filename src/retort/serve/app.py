@@ -8,6 +8,10 @@ with an error event and ``[DONE]``.
 
 Sampling: choice i of a request with ``seed`` samples from a seed derived from (seed, i), so
 choices differ and repeat exactly; without ``seed`` every choice draws fresh randomness.
+
+Watermark (``retort serve --watermark KEYFILE``): the teacher watermarks every completion;
+logprobs stay the model's own. A gumbel key answers temperature 0 with 400, since greedy output
+cannot carry it (a client must not get unwatermarked text by asking for it).
 """
 
 from __future__ import annotations
@@ -124,6 +128,14 @@ def create_app(
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds "
                 f"the model's {limit} positions",
                 "max_tokens",
+            )
+        key = teacher.watermark
+        if key is not None and key.scheme == "gumbel" and body.temperature == 0:
+            raise APIError(
+                400,
+                "temperature: this server watermarks by Gumbel sampling, which needs "
+                "temperature > 0 (1 keeps the model's distribution)",
+                "temperature",
             )
         top_k = body.logprobs_k()
         if body.stream and (top_k is not None or body.prompt_logprobs is not None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -10,23 +11,32 @@ import torch
 from retort.models.loading import ModelSource, load_model, load_tokenizer, resolve
 from retort.teachers.decoding import clean_config, generate_exactly, row_seeds, sampler_for
 from retort.teachers.protocol import Capabilities, Generation, Sampling, Scored
+from retort.watermark.processors import watermark_processors
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from retort.watermark.keys import Key
+
 
 class LocalTeacher:
-    """A Hugging Face causal LM used as a teacher, batched with left padding."""
+    """A Hugging Face causal LM used as a teacher, batched with left padding.
+
+    With a ``watermark`` key every completion it writes carries the watermark
+    (``retort.watermark.processors``); scoring is unaffected.
+    """
 
     def __init__(
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         source: ModelSource | None = None,
+        watermark: Key | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.source = source
+        self.watermark = watermark
         self.capabilities = Capabilities(
             generate=True, score=True, logits=True, max_top_k=model.config.vocab_size
         )
@@ -36,6 +46,12 @@ class LocalTeacher:
         """Load a teacher from a model spec (alias, folder or hub id)."""
         source = resolve(spec)
         return cls(load_model(source), load_tokenizer(source), source)
+
+    def watermarked(self, key: Key | None) -> LocalTeacher:
+        """This teacher (same model, not a copy of it) writing with ``key``'s watermark."""
+        twin = copy.copy(self)
+        twin.watermark = key
+        return twin
 
     def identity(self) -> dict[str, Any]:
         if self.source is not None:
@@ -71,16 +87,26 @@ class LocalTeacher:
         input_ids, attention_mask = left_pad(prompts, pad_id)
         if seeds is None:
             seeds = row_seeds(sampling.seed, prompts)
+        if self.watermark is None:
+            processors = sampler_for(sampling.temperature, sampling.top_p, seeds)
+        else:  # the first real id of each left-padded row, so short prompts read no padding
+            starts = [input_ids.shape[1] - len(p) for p in prompts]
+            processors = watermark_processors(
+                self.watermark, sampling.temperature, sampling.top_p, seeds, starts
+            )
         out = generate_exactly(
             self.model,
             input_ids.to(self.model.device),
             attention_mask.to(self.model.device),
             clean_config(sampling.max_new_tokens, pad_id, stops, output_logits=True),
-            sampler_for(sampling.temperature, sampling.top_p, seeds),
+            processors,
             streamer=_RowStreamer(on_token) if on_token else None,
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :]  # (B, steps)
-        # Raw logits (before any processor) → the teacher's own distribution.
+        # Raw logits (before any processor) → the teacher's own distribution. With a KGW
+        # watermark these logprobs are NOT watermarked (only the written text is): a student
+        # distilled on the stored top-k learns the unbiased teacher, one trained on the text
+        # (sft) learns the bias. A Gumbel watermark samples exactly from these logprobs.
         chosen, top = [], []
         for step, logits in enumerate(out.logits):
             logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
