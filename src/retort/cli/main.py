@@ -15,6 +15,7 @@ import sys
 import typer
 
 from retort.cli import (
+    audit,
     distill,
     evaluate,
     generate,
@@ -49,6 +50,7 @@ for verb in (
     serve,
     guard,
     watermark,
+    audit,
 ):
     verb.register(app)
 

@@ -82,6 +82,7 @@ class HTTPTeacher:
         endpoint: str = "completions",
         timeout: float = 120.0,
         source_spec: str | None = None,
+        seed_per_prompt: bool = False,
     ) -> None:
         if endpoint not in {"completions", "chat"}:
             raise TeacherError(f"--endpoint {endpoint}: use completions or chat")
@@ -90,6 +91,10 @@ class HTTPTeacher:
         self.tokenizer = tokenizer
         self.endpoint = endpoint
         self.timeout = timeout
+        # Each request sends the run's seed unless this is set; then a seed derived from it and
+        # the prompt, so different prompts draw independent samples (the provenance audit pools
+        # them, and one shared random stream would make a flat model write one text for all).
+        self.seed_per_prompt = seed_per_prompt
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.tokens = TokenText(tokenizer)
         self.end_token_id = end_of_turn_id(tokenizer)
@@ -173,12 +178,17 @@ class HTTPTeacher:
     def request_body(
         self, prompt_ids: list[int], turns: list[dict[str, Any]], sampling: Sampling, top_k: int
     ) -> dict[str, Any]:
+        seed = sampling.seed
+        if self.seed_per_prompt:
+            from retort.teachers.decoding import derive_seed  # decoding imports torch
+
+            seed = derive_seed(sampling.seed, prompt_ids)
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": sampling.max_new_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
-            "seed": sampling.seed,
+            "seed": seed,
             "return_tokens_as_token_ids": True,  # vLLM / retort serve; others ignore it
         }
         if self.endpoint == "completions":
