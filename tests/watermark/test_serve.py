@@ -44,3 +44,32 @@ def test_gumbel_server_refuses_temperature_zero(served):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == "temperature" and "Gumbel sampling" in error["message"]
+
+
+def test_on_request_watermarks_only_requests_that_ask(tiny_model_dir):
+    # the guard's `watermark` ladder step sets the header; everyone else gets plain text
+    key = make_key("gumbel", context_width=2)
+    teacher = LocalTeacher.load(str(tiny_model_dir)).watermarked(key)
+    app = create_app(teacher, "tiny", max_batch=4, wait_ms=20, on_request=True)
+    with serve_in_thread(app) as url:
+
+        def p_value(headers: dict[str, str]) -> float:
+            body = {"model": "tiny", "prompt": [5, 6, 7, 8], "max_tokens": 16, "temperature": 1.0}
+            body.update(n=4, logprobs=0, return_tokens_as_token_ids=True)
+            response = httpx.post(f"{url}/completions", json=body, headers=headers, timeout=60)
+            assert response.status_code == 200, response.text
+            ids = [
+                [int(t.removeprefix("token_id:")) for t in choice["logprobs"]["tokens"]]
+                for choice in response.json()["choices"]
+            ]
+            return detect_pooled(ids, key, contexts=[[5, 6, 7, 8]] * 4).p_value
+
+        assert p_value({"x-retort-watermark": "on"}) < 1e-8
+        assert p_value({}) > 1e-4
+        # unmarked requests may be greedy even with a gumbel key; marked ones may not
+        greedy = {"model": "tiny", "prompt": [5, 6], "max_tokens": 4, "temperature": 0.0}
+        assert httpx.post(f"{url}/completions", json=greedy, timeout=60).status_code == 200
+        marked = httpx.post(
+            f"{url}/completions", json=greedy, headers={"x-retort-watermark": "on"}, timeout=60
+        )
+        assert marked.status_code == 400

@@ -32,6 +32,14 @@ def serve(
         Path | None,
         typer.Option(help="Watermark every completion with this key (retort watermark keygen)."),
     ] = None,
+    watermark_on_request: Annotated[
+        bool,
+        typer.Option(
+            help="With --watermark: only requests with the header `x-retort-watermark: on` (the "
+            "guard's `watermark` ladder step) are watermarked. Reach such a server through the "
+            "gateway only."
+        ),
+    ] = False,
 ) -> None:
     """Serve a local model over the OpenAI API: /v1/models, /v1/chat/completions and
     /v1/completions with logprobs, top_logprobs, n, stop, seed, streaming, and vLLM's
@@ -46,6 +54,8 @@ def serve(
     from retort.teachers.local import LocalTeacher
     from retort.watermark.keys import check_tokenizer, load_key
 
+    if watermark_on_request and watermark is None:
+        raise ConfigError("--watermark-on-request needs --watermark KEYFILE")
     key = load_key(watermark) if watermark is not None else None
     # Bound before the model loads and before "serving" is printed: a taken port or an
     # unknown host is one line, and uvicorn serves on this very socket (no window to lose it).
@@ -55,8 +65,11 @@ def serve(
         check_tokenizer(key, teacher.tokenizer, flag="the model's tokenizer")
         teacher = teacher.watermarked(key)
     name = served_model_name or model
-    api = create_app(teacher, name, max_batch=max_batch, wait_ms=batch_wait_ms)
+    api = create_app(
+        teacher, name, max_batch=max_batch, wait_ms=batch_wait_ms, on_request=watermark_on_request
+    )
     marked = f", watermark {key.scheme} key {key.key_id}" if key is not None else ""
+    marked += " (on request)" if watermark_on_request else ""
     err.print(f"serving {name} on http://{host}:{port}/v1{marked} (Ctrl-C stops)")
     server = uvicorn.Server(uvicorn.Config(api, log_level="warning"))
     server.run(sockets=[listener])

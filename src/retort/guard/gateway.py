@@ -37,6 +37,7 @@ from retort.guard.limits import Limiter, Refusal, Reservation
 from retort.guard.metrics import Metrics
 from retort.guard.policy import Policy, Tier, load_policy
 from retort.guard.proxy import Upstream, UpstreamError, sse_events
+from retort.serve.protocol import WATERMARK_HEADER
 
 if TYPE_CHECKING:  # numpy and the feature families load only when the detector is on
     from retort.guard.detect.online import OnlineDetector
@@ -183,6 +184,8 @@ class Gateway:
             )
         if changes:
             call.decision, call.reason = "modified", "; ".join(changes)
+        if call.detector is not None and call.detector.watermark:
+            call.decision = "detector_watermarked"  # the reason gets the detector's note
         call.body = body
         reserved_out = reserved_output(body, chat)
         reserved_in = estimate_input_tokens(body)
@@ -230,7 +233,7 @@ class Gateway:
         prompt, completion = reserved_in, 0
         try:
             status, payload = await self.upstream.post_json(
-                call.endpoint.removeprefix("/v1/"), call.body
+                call.endpoint.removeprefix("/v1/"), call.body, _upstream_headers(call)
             )
             if status != 200:
                 return self._upstream_status(call, status, payload, headers)
@@ -269,7 +272,9 @@ class Gateway:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         try:
-            response = await self.upstream.open_stream(call.endpoint.removeprefix("/v1/"), body)
+            response = await self.upstream.open_stream(
+                call.endpoint.removeprefix("/v1/"), body, _upstream_headers(call)
+            )
         except UpstreamError as exc:
             await self.limiter.settle(held, call.tier, reserved_in, 0)
             return self.refuse(
@@ -498,3 +503,11 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.3g}s"
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes}m{rest}s"
+
+
+def _upstream_headers(call: Call) -> dict[str, str] | None:
+    """Headers the upstream call adds: ``x-retort-watermark: on`` for a key at a ``watermark``
+    step (``retort serve --watermark KEY --watermark-on-request`` honours it)."""
+    if call.detector is not None and call.detector.watermark:
+        return {WATERMARK_HEADER: "on"}
+    return None

@@ -81,8 +81,7 @@ class Audit(_Strict):
     bodies: Literal["full", "hashes"] = "full"
 
 
-ACTIONS = ("log", "flag", "tighten", "strip_logprobs", "block")
-PLANNED = {"watermark": "it lands with the watermark issue; use strip_logprobs or tighten for now"}
+ACTIONS = ("log", "flag", "tighten", "strip_logprobs", "watermark", "block")
 
 
 class Step(_Strict):
@@ -90,8 +89,10 @@ class Step(_Strict):
 
     ``log`` and ``flag`` change no answer (the audit reason says so); ``tighten`` multiplies the
     tier's per-minute and per-day limits by ``factor``; ``strip_logprobs`` answers as the tier
-    would with logprobs off; ``block`` refuses every request, for ``minutes`` or (left out)
-    until an operator clears the key."""
+    would with logprobs off; ``watermark`` asks the upstream to watermark the key's answers
+    (header ``x-retort-watermark: on``, which ``retort serve --watermark KEY
+    --watermark-on-request`` honours); ``block`` refuses every request, for ``minutes`` or
+    (left out) until an operator clears the key."""
 
     at: float = Field(ge=0, le=1)
     action: str
@@ -101,8 +102,6 @@ class Step(_Strict):
     @field_validator("action")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value in PLANNED:
-            raise ValueError(f"action '{value}' is planned, not available yet: {PLANNED[value]}")
         if value not in ACTIONS:
             near = difflib.get_close_matches(value, ACTIONS, n=1)
             hint = f"; did you mean '{near[0]}'?" if near else ""

@@ -37,9 +37,11 @@ class Upstream:
         """GET ``path`` (relative to the upstream's /v1); the status and the decoded body."""
         return await self._json(self.client.build_request("GET", path))
 
-    async def post_json(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        """POST a request and read the whole JSON answer."""
-        return await self._json(self.client.build_request("POST", path, json=body))
+    async def post_json(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """POST a request (with extra ``headers``) and read the whole JSON answer."""
+        return await self._json(self.client.build_request("POST", path, json=body, headers=headers))
 
     async def _send(self, request: httpx.Request, stream: bool = False) -> httpx.Response:
         """Send ``request``; a timeout is a 504, any other transport failure a 502."""
@@ -64,11 +66,13 @@ class Upstream:
             raise UpstreamError(502, "the upstream answered with JSON of the wrong shape")
         return response.status_code, payload
 
-    async def open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        """POST a streaming request; returns the open response (the caller closes it).
-
-        A non-200 answer is read whole and raised as an error the caller can pass on."""
-        request = self.client.build_request("POST", path, json=body)
+    async def open_stream(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """POST a streaming request (with extra ``headers``); returns the open response (the
+        caller closes it). A non-200 answer is read whole and raised as an error the caller can
+        pass on."""
+        request = self.client.build_request("POST", path, json=body, headers=headers)
         response = await self._send(request, stream=True)
         if response.status_code != 200:
             try:

@@ -11,7 +11,10 @@ choices differ and repeat exactly; without ``seed`` every choice draws fresh ran
 
 Watermark (``retort serve --watermark KEYFILE``): the teacher watermarks every completion;
 logprobs stay the model's own. A gumbel key answers temperature 0 with 400, since greedy output
-cannot carry it (a client must not get unwatermarked text by asking for it).
+cannot carry it (a client must not get unwatermarked text by asking for it). With
+``on_request`` only requests carrying ``x-retort-watermark: on`` are watermarked: the guard
+gateway sets it for keys its detector moved to a ``watermark`` step, so only a server reachable
+through the gateway alone should run that way.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from retort.serve.engine import BatchingEngine, Job, stop_cut
-from retort.serve.protocol import ChatRequest, CompletionRequest
+from retort.serve.protocol import WATERMARK_HEADER, ChatRequest, CompletionRequest
 from retort.teachers.chat import leading_bos, render_prompt
 from retort.teachers.decoding import derive_seed
 from retort.teachers.local import LocalTeacher
@@ -50,9 +53,14 @@ class APIError(Exception):
 
 
 def create_app(
-    teacher: LocalTeacher, served_name: str, max_batch: int = 8, wait_ms: float = 10
+    teacher: LocalTeacher,
+    served_name: str,
+    max_batch: int = 8,
+    wait_ms: float = 10,
+    on_request: bool = False,
 ) -> FastAPI:
-    """The FastAPI app serving ``teacher`` under the model name ``served_name``."""
+    """The FastAPI app serving ``teacher`` under the model name ``served_name``; with
+    ``on_request``, the teacher's watermark goes only to requests asking for it (see above)."""
     engine = BatchingEngine(teacher, max_batch=max_batch, wait_ms=wait_ms)
     tokens = TokenText(teacher.tokenizer)
 
@@ -92,19 +100,24 @@ def create_app(
             "largest_batch": stats.largest_batch,
         }
 
+    def _marked(request: Request) -> bool:
+        if teacher.watermark is None:
+            return False
+        return not on_request or request.headers.get(WATERMARK_HEADER, "").lower() == "on"
+
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Any:
+    async def chat(body: ChatRequest, request: Request) -> Any:
         _check_model(body.model, served_name)
         turns = [{"role": m.role, "content": m.text()} for m in body.messages]
         prompt_ids = render_prompt(teacher.tokenizer, turns)
-        return await _complete(body, prompt_ids, chat=True)
+        return await _complete(body, prompt_ids, chat=True, marked=_marked(request))
 
     # Raw text is a base model's prompt: it starts with BOS where the tokenizer itself puts one
     # (as local capture renders it), not only where the client sent token ids.
     bos = leading_bos(teacher.tokenizer)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, request: Request) -> Any:
         _check_model(body.model, served_name)
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
@@ -115,9 +128,9 @@ def create_app(
             prompt_ids = bos + teacher.tokenizer(prompt[0], add_special_tokens=False)["input_ids"]
         else:
             prompt_ids = bos + teacher.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return await _complete(body, prompt_ids, chat=False)
+        return await _complete(body, prompt_ids, chat=False, marked=_marked(request))
 
-    async def _complete(body: Any, prompt_ids: list[int], chat: bool) -> Any:
+    async def _complete(body: Any, prompt_ids: list[int], chat: bool, marked: bool) -> Any:
         if not prompt_ids:
             raise APIError(400, "prompt is empty", "prompt")
         limit = teacher.max_positions
@@ -130,7 +143,7 @@ def create_app(
                 "max_tokens",
             )
         key = teacher.watermark
-        if key is not None and key.scheme == "gumbel" and body.temperature == 0:
+        if marked and key is not None and key.scheme == "gumbel" and body.temperature == 0:
             raise APIError(
                 400,
                 "temperature: this server watermarks by Gumbel sampling, which needs "
@@ -151,6 +164,7 @@ def create_app(
                 None if body.seed is None else derive_seed(body.seed, index),
                 top_k or 0,
                 body.stops(),
+                watermark=marked,
             )
             for index in range(body.n)
         ]

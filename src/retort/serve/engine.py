@@ -35,10 +35,12 @@ class Job:
     stops: list[str] = field(default_factory=list)
     on_token: Callable[[int], None] | None = None  # streaming; called from the worker thread
     future: asyncio.Future | None = None
+    watermark: bool = True  # written with the teacher's watermark key, when it has one
 
     def group_key(self) -> tuple[Any, ...]:
-        # Seeds need not match: each row has its own generator.
-        return ("greedy",) if self.temperature == 0 else (self.temperature, self.top_p)
+        # Seeds need not match: each row has its own generator. A batch is watermarked or not.
+        sampling = ("greedy",) if self.temperature == 0 else (self.temperature, self.top_p)
+        return (*sampling, self.watermark)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class BatchingEngine:
 
     def __init__(self, teacher: LocalTeacher, max_batch: int = 8, wait_ms: float = 10) -> None:
         self.teacher = teacher
+        self.plain = teacher.watermarked(None) if teacher.watermark is not None else teacher
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000
         self.stats = EngineStats()
@@ -117,7 +120,7 @@ class BatchingEngine:
         try:
             async with self._model_lock:
                 outputs = await asyncio.to_thread(
-                    self.teacher.generate,
+                    (self.teacher if first.watermark else self.plain).generate,
                     [j.prompt_ids for j in jobs],
                     sampling,
                     top_k,

@@ -10,6 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# "on": watermark this request's answer (``retort serve --watermark KEY --watermark-on-request``);
+# the guard gateway sets it for keys its detector moved to a ``watermark`` step.
+WATERMARK_HEADER = "x-retort-watermark"
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")

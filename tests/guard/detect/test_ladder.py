@@ -65,10 +65,18 @@ def test_unknown_action_is_named_with_its_nearest_spelling(tmp_path):
     assert "detector.ladder.0.action: unknown action 'blok'; did you mean 'block'?" in message
 
 
-def test_watermark_is_refused_as_planned_with_the_reason(tmp_path):
-    message = refusal(tmp_path, "    - {at: 0.9, action: watermark}\n")
-    assert "detector.ladder.0.action: action 'watermark' is planned" in message
-    assert "watermark issue" in message and "\n" not in message
+def test_watermark_is_a_step_that_keeps_the_restrictions_below_it():
+    ladder = (
+        Step(at=0.5, action="strip_logprobs"),
+        Step(at=0.8, action="watermark"),
+        Step(at=0.9, action="block"),
+    )
+    marked = effect(ladder, 1, 0.85, ("asks logprobs",))
+    assert marked.watermark and marked.strip and not marked.blocked
+    assert marked.note == "detector watermark: score 0.85: asks logprobs"
+    assert not effect(ladder, 0, 0.6).watermark
+    assert override_effect(ladder, "watermark", None, "op").watermark
+    assert override_effect((), "watermark", None, "op").watermark  # a ladder without the step
 
 
 def test_step_arguments_belong_to_their_action(tmp_path):
@@ -125,10 +133,9 @@ def test_derived_tier_scales_volume_limits_not_concurrency():
     assert cache.derive(tier, 0.001, False).requests_per_minute == 1  # never 0
 
 
-def test_override_levels_are_checked_and_watermark_is_planned():
+def test_override_levels_are_checked():
     assert check_override_level("auto") == "auto"
-    with pytest.raises(ConfigError, match="'watermark' is planned"):
-        check_override_level("watermark")
+    assert check_override_level("watermark") == "watermark"
     with pytest.raises(ConfigError, match="did you mean 'tighten'"):
         check_override_level("tigthen")
 

@@ -14,12 +14,12 @@ import json
 import sqlite3
 import time
 
+import httpx
 import openai
 import pytest
 from typer.testing import CliRunner
 
 from retort.cli.main import app as cli
-from retort.errors import ConfigError
 from tests.guard.conftest import audit_rows, gateway, new_key
 
 POLICY = """
@@ -204,11 +204,8 @@ def test_a_restarted_gateway_keeps_the_blocks_it_recorded(tiny_server, tmp_path,
     assert audit_rows(db, 1)[0]["decision"] == "detector_blocked"
 
 
-def test_override_refuses_unknown_and_planned_levels(db):
+def test_override_refuses_unknown_levels(db):
     key_id = new_key(db, "pro", None).split("-")[1]
-    planned = keys("override", key_id, "--level", "watermark", "--db", str(db))
-    assert isinstance(planned.exception, ConfigError)
-    assert "'watermark' is planned" in str(planned.exception)
     wrong = keys("override", key_id, "--level", "blok", "--db", str(db))
     assert "did you mean 'block'" in str(wrong.exception)
 
@@ -232,3 +229,54 @@ def test_embeddings_are_computed_off_the_request_path():
         assert any(name.startswith("topics.") for name in tracked.embedded)
     finally:
         detector.close()
+
+
+def test_a_watermark_step_has_the_upstream_watermark_that_keys_answers_only(
+    tiny_model_dir, tmp_path, db
+):
+    # the real gateway in front of a real `retort serve --watermark KEY --watermark-on-request`
+    from retort.serve.app import create_app
+    from retort.serve.background import serve_in_thread
+    from retort.teachers.local import LocalTeacher
+    from retort.watermark.detect import detect_pooled
+    from tests.watermark.conftest import make_key
+
+    mark = make_key("gumbel", context_width=2)
+    teacher = LocalTeacher.load(str(tiny_model_dir)).watermarked(mark)
+    upstream = create_app(teacher, "tiny", max_batch=4, wait_ms=20, on_request=True)
+    (tmp_path / "weights.json").write_text(json.dumps(WEIGHTS))
+    policy = tmp_path / "guard.yaml"
+    policy.write_text(
+        POLICY.replace("max_tokens: 4", "max_tokens: 16").replace(
+            "action: tighten, factor: 0.01", "action: watermark"
+        )
+    )
+    watched, plain = new_key(db, "pro", None), new_key(db, "pro", None)
+    pinned = keys("override", watched.split("-")[1], "--level", "watermark", "--db", str(db))
+    assert pinned.exit_code == 0, pinned.output
+    with serve_in_thread(upstream) as model_url, gateway(model_url, policy, db) as (url, _):
+
+        def p_value(key: str) -> float:
+            body = {"model": "tiny", "prompt": [5, 6, 7, 8], "max_tokens": 16, "temperature": 1.0}
+            body.update(logprobs=0, return_tokens_as_token_ids=True)
+            ids = []
+            for _ in range(4):
+                response = httpx.post(
+                    f"{url}/completions",
+                    json=body,
+                    headers={"authorization": f"Bearer {key}"},
+                    timeout=60,
+                )
+                assert response.status_code == 200, response.text
+                tokens = response.json()["choices"][0]["logprobs"]["tokens"]
+                ids.append([int(t.removeprefix("token_id:")) for t in tokens])
+            return detect_pooled(ids, mark, contexts=[[5, 6, 7, 8]] * 4).p_value
+
+        assert p_value(watched) < 1e-6
+        assert p_value(plain) > 1e-4
+    rows = audit_rows(db, 8)
+    decisions = {r["key"]: r["decision"] for r in rows}
+    assert decisions[watched.split("-")[1]] == "detector_watermarked"
+    assert decisions[plain.split("-")[1]] == "allowed"
+    marked = next(r for r in rows if r["decision"] == "detector_watermarked")
+    assert "detector watermark: operator override" in marked["reason"]

@@ -16,7 +16,7 @@ from typing import Any
 from retort.errors import ConfigError
 from retort.guard.audit import EventRow
 from retort.guard.keys import Override
-from retort.guard.policy import ACTIONS, PLANNED, Step, Tier
+from retort.guard.policy import ACTIONS, Step, Tier
 
 NONE = "none"  # no step reached (or an operator pinned the key to no action)
 AUTO = "auto"  # an override that hands the key back to the detector
@@ -34,6 +34,7 @@ class Effect:
     reasons: tuple[str, ...] = ()
     factor: float | None = None  # limits × factor (the smallest tighten reached)
     strip: bool = False  # answer as the tier would with logprobs off
+    watermark: bool = False  # ask the upstream to watermark the answer
     blocked: bool = False
     until: float | None = None  # a timed block's end (unix s)
     by: str | None = None  # the operator, when an override set this level
@@ -87,6 +88,7 @@ def effect(
         tuple(reasons),
         factor=min(factors) if factors else None,
         strip=any(s.action == "strip_logprobs" for s in reached),
+        watermark=any(s.action == "watermark" for s in reached),
         blocked=ladder[index].action == "block",
         until=until,
         by=by,
@@ -108,6 +110,7 @@ def override_effect(ladder: Sequence[Step], level: str, until: float | None, by:
             None,
             factor=OVERRIDE_FACTOR if level == "tighten" else None,
             strip=level == "strip_logprobs",
+            watermark=level == "watermark",
             blocked=level == "block",
             by=by,
         )
@@ -116,8 +119,6 @@ def override_effect(ladder: Sequence[Step], level: str, until: float | None, by:
 
 def check_override_level(level: str) -> str:
     """An override level as typed (``--level``), or a one-line ConfigError naming the fix."""
-    if level in PLANNED:
-        raise ConfigError(f"--level: '{level}' is planned, not available yet: {PLANNED[level]}")
     if level not in OVERRIDE_LEVELS:
         near = difflib.get_close_matches(level, OVERRIDE_LEVELS, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
