@@ -153,3 +153,22 @@ def tiny_server(tiny_model_dir):
     teacher = LocalTeacher.load(str(tiny_model_dir))
     with serve_in_thread(create_app(teacher, "tiny", max_batch=8, wait_ms=50)) as url:
         yield url
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Runs ``retort ARGS`` in this process; returns (exit code, stderr) and keeps stdout as
+    ``cli.stdout``."""
+    import sys
+
+    from retort.cli.main import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["retort", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        captured = capsys.readouterr()
+        run.stdout = captured.out
+        return exit_info.value.code, captured.err
+
+    return run

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from retort.cli.main import main
 from retort.watermark.keys import new_key, save_key
 from tests.cli.test_errors import assert_one_line_error
 from tests.conftest import write_jsonl
 from tests.watermark.conftest import make_key
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Runs ``retort ARGS``; returns (exit code, stderr) and keeps stdout as ``cli.stdout``."""
-
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["retort", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        captured = capsys.readouterr()
-        run.stdout = captured.out
-        return exit_info.value.code, captured.err
-
-    return run
 
 
 @pytest.fixture

@@ -5,32 +5,15 @@ from __future__ import annotations
 
 import json
 import stat
-import sys
 
 import numpy as np
 import pytest
 
 from retort.capture.store import Store
-from retort.cli.main import main
 from retort.watermark.detect import detect_pooled
 from retort.watermark.keys import load_key
 from tests.cli.test_errors import assert_one_line_error
 from tests.conftest import write_jsonl
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Runs ``retort ARGS``; returns (exit code, stderr) and keeps stdout as ``cli.stdout``."""
-
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["retort", *map(str, args)])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-        captured = capsys.readouterr()
-        run.stdout = captured.out
-        return exit_info.value.code, captured.err
-
-    return run
 
 
 @pytest.fixture
