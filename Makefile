@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
 LINT_PATHS := $(wildcard src tests scripts bench)
 
-.PHONY: demo test lint format bench bench-guard bench-quality clean
+.PHONY: demo test lint format bench bench-guard bench-quality bench-watermark clean
 
 demo: $(STAMP)
 	$(BIN)/retort quickstart
@@ -54,6 +54,12 @@ bench-guard: $(STAMP)
 # minutes on one H100, hours on a CPU; resumable (runs/bench-quality).
 bench-quality: $(STAMP)
 	$(BIN)/python bench/quality.py
+
+# The watermark's calibration (>= 10,000 null texts), power and quality cost on the embedded
+# teacher (docs/watermark.md). About 25 minutes on two busy CPU cores at the default sizes;
+# resumable (bench/work/watermark).
+bench-watermark: $(STAMP)
+	$(BIN)/python bench/watermark.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
