@@ -199,3 +199,8 @@ def test_generate_with_a_key_for_another_tokenizer_is_refused(
 def test_serve_with_a_bad_key_fails_before_loading(cli, tiny_model_dir, tmp_path):
     code, err = cli("serve", "--model", tiny_model_dir, "--watermark", tmp_path / "none.key")
     assert_one_line_error(code, err, "none.key: key file not found")
+
+
+def test_serve_watermark_on_request_without_a_key_is_one_line(cli, tiny_model_dir):
+    code, err = cli("serve", "--model", tiny_model_dir, "--watermark-on-request")
+    assert_one_line_error(code, err, "--watermark-on-request needs --watermark KEYFILE")
