@@ -66,15 +66,16 @@ def test_sampling_mode_reads_a_local_suspect(tiny_model_dir, prompts_file, key):
         audit_sampled(teacher.watermarked(key), prompts_file, [key], generate=SHORT)
 
 
-def test_the_audit_seeds_each_prompt_apart(tokenizer):
+def test_http_requests_are_seeded_per_prompt(tokenizer):
     """One seed for every request gives a flat model one random stream, and so one text for
-    every prompt; the audit pools samples, so it asks for a seed per prompt."""
+    every prompt; the audit pools samples, and a capture wants independent rows, so each
+    request is seeded from the run's seed and its prompt (the shared seed is opt-in)."""
     from retort.teachers.http import HTTPTeacher
     from retort.teachers.protocol import Sampling
 
     sampling = Sampling(max_new_tokens=4, temperature=1.0, seed=7)
-    shared = HTTPTeacher("http://127.0.0.1:9/v1", "m", tokenizer)
-    apart = HTTPTeacher("http://127.0.0.1:9/v1", "m", tokenizer, seed_per_prompt=True)
+    shared = HTTPTeacher("http://127.0.0.1:9/v1", "m", tokenizer, seed_per_prompt=False)
+    apart = HTTPTeacher("http://127.0.0.1:9/v1", "m", tokenizer)
     seeds = [apart.request_body(p, [], sampling, 0)["seed"] for p in ([1, 2], [1, 3], [1, 2])]
     assert seeds[0] != seeds[1] and seeds[0] == seeds[2]
     assert shared.request_body([1, 2], [], sampling, 0)["seed"] == 7

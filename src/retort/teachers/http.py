@@ -82,7 +82,7 @@ class HTTPTeacher:
         endpoint: str = "completions",
         timeout: float = 120.0,
         source_spec: str | None = None,
-        seed_per_prompt: bool = False,
+        seed_per_prompt: bool = True,
     ) -> None:
         if endpoint not in {"completions", "chat"}:
             raise TeacherError(f"--endpoint {endpoint}: use completions or chat")
@@ -91,9 +91,11 @@ class HTTPTeacher:
         self.tokenizer = tokenizer
         self.endpoint = endpoint
         self.timeout = timeout
-        # Each request sends the run's seed unless this is set; then a seed derived from it and
-        # the prompt, so different prompts draw independent samples (the provenance audit pools
-        # them, and one shared random stream would make a flat model write one text for all).
+        # Each request sends a seed derived from the run's seed and its prompt, as a local
+        # capture seeds each row: different prompts draw independent samples (one shared
+        # random stream makes a flat model write one text for all, and the provenance audit
+        # pools samples), and a resumed or repeated request draws the same one. False sends
+        # the run's seed itself with every request.
         self.seed_per_prompt = seed_per_prompt
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.tokens = TokenText(tokenizer)
