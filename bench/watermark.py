@@ -93,7 +93,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("bench/work/watermark"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--null-texts", type=int, default=10_000, help="human + model nulls")
-    parser.add_argument("--null-keys", type=int, default=3, help="fresh keys per scheme")
+    parser.add_argument("--null-keys", type=int, default=3, help="fresh keys per null text")
+    parser.add_argument("--fixed-keys", type=int, default=10, help="keys tested on every text")
     parser.add_argument("--power-prompts", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--accuracy", type=int, default=232, help="prompts with a reference")
@@ -195,7 +196,8 @@ def _calibration(
         if scheme == "none"
         for r in setting_rows
     ]
-    cache = args.work / f"calibration-{args.null_texts}x{args.null_keys}-{len(model)}.json"
+    name = f"calibration-v2-{args.null_texts}x{args.null_keys}-f{args.fixed_keys}-{len(model)}"
+    cache = args.work / f"{name}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     human = null.human_texts(tokenizer, args.null_texts - len(model))
@@ -203,12 +205,18 @@ def _calibration(
     out: dict[str, Any] = {
         "texts": {"human": len(human), "model": len(model)},
         "human_sources": _count(t["source"] for t in human),
-        "keys_per_scheme": args.null_keys,
+        "keys_per_text": args.null_keys,
+        "fixed_keys": args.fixed_keys,
     }
     for name, kwargs in SCHEMES.items():
-        fresh = [new_key(**kwargs, name=f"null-{i}") for i in range(args.null_keys)]
         started = time.perf_counter()
-        out[name] = null.calibration(null.null_tests(texts, fresh))
+
+        def make_key(key_name: str, kwargs: dict[str, Any] = kwargs) -> Key:
+            return new_key(**kwargs, name=key_name)
+
+        out[name] = null.calibration(null.null_tests(texts, make_key, args.null_keys))
+        fixed = [make_key(f"fixed-{i}") for i in range(args.fixed_keys)]
+        out[name]["fixed_key"] = null.fixed_key_spread(texts, fixed)
         print(f"  calibration {name}: {time.perf_counter() - started:.0f} s")
     cache.write_text(json.dumps(out, indent=2))
     return out

@@ -20,7 +20,8 @@ def calibration_table(cal: dict[str, Any]) -> str:
     texts = cal["texts"]
     head = (
         f"Null tests: {texts['human']} human passages + {texts['model']} unwatermarked "
-        f"teacher completions, x {cal['keys_per_scheme']} fresh keys per scheme.\n\n"
+        f"teacher completions, each with {cal['keys_per_text']} fresh keys of its own per "
+        "scheme (no key shared between texts, so the tests are independent).\n\n"
         "| scheme | tokens scored | tests | KS p (randomized) | KS p (raw) | "
         "FPR@1e-3 exact | FPR@1e-3 normal | FPR@1e-4 exact | FPR@1e-4 normal |\n"
         "|---|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -38,6 +39,26 @@ def calibration_table(cal: dict[str, Any]) -> str:
                 for kind in ("exact", "normal"):
                     cells.append(_rate(row, kind, level))
             lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + fixed_key_table(cal)
+
+
+def fixed_key_table(cal: dict[str, Any]) -> str:
+    """Per-key rates when every text is tested with the same key (one provider's view)."""
+    lines = [
+        "One key for every text (each of the fixed keys tested on all null texts):\n",
+        "| scheme | keys | FPR@1e-2: mean (min - max over keys) | FPR@1e-3: mean | "
+        "SD over keys of the mean z |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for scheme in (k for k in cal if k.startswith(("kgw", "gumbel"))):
+        row = cal[scheme].get("fixed_key")
+        if not row:
+            continue
+        lines.append(
+            f"| {scheme} | {row['keys']} | {row['fpr_0.01_mean']:.2e} "
+            f"({row['fpr_0.01_min']:.2e} - {row['fpr_0.01_max']:.2e}) | "
+            f"{row['fpr_0.001_mean']:.2e} | {row['mean_z_sd']:.3f} |"
+        )
     return "\n".join(lines)
 
 
