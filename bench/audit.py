@@ -4,10 +4,15 @@ The embedded teacher answers the same training prompts twice: once watermarked w
 once without (the control). Four students are distilled from them with the same recipe
 (``prune:10``, ``sft``, one token budget): on the watermarked text (100 %), on mixes in which
 50 % and 10 % of the prompts take the watermarked answer, and on the unwatermarked text (0 %).
-Each student, the untrained prune and the teacher are then audited in reading mode on the
-unwatermarked teacher's answers to held-out prompts, with the real key and ``--null-keys``
-random wrong keys (their p-values should look uniform: KS test), and the audit tokens needed
-for p < 1e-6 are read off growing prefixes of the corpus.
+Each student, the untrained prune and the teacher are then audited two ways, each with the
+real key and ``--null-keys`` random wrong keys (their p-values should look uniform: KS test),
+and the audit tokens needed for p < 1e-6 are read off growing prefixes of the scored pairs:
+
+- reading mode (open weights): teacher-forced on the unwatermarked teacher's answers to
+  held-out prompts, its top-1 predictions scored;
+- sampling mode (what an API allows): the suspect answers the held-out prompts at temperature
+  1 and the detector scores the pooled distinct pairs of its answers. The teacher's row is its
+  own unwatermarked answers (the audit corpus).
 
 Why ``sft``: a KGW capture stores the teacher's raw (unwatermarked) top-k, so a top-k student
 would learn the watermark only through which tokens were sampled; sequence-level KD on the
@@ -77,15 +82,25 @@ def main() -> None:
     corpus = [r["prompt_token_ids"] + r["completion_token_ids"] for r in stores["audit"].rows()]
     suspects = {"teacher": teacher.model, "prune (untrained)": None, **students}
     audits: dict[str, Any] = {}
+    sampled: dict[str, Any] = {}
     for name, model in suspects.items():
         if model is None:
             model = prune_layers(teacher.model, STUDENT_LAYERS)
         audits[name] = _audit(args, model, corpus, key)
-        row = audits[name]
-        print(
-            f"  audit {name}: p = {row['p_value']:.3g} over {row['scored_tokens']} tokens; "
-            f"needed {row['tokens_needed']}; null KS p = {row['null']['ks_p_value']:.3g}"
+        _report("reading", name, audits[name])
+        answers = (
+            stores["audit"]
+            if name == "teacher"
+            else _capture(
+                args,
+                LocalTeacher(model, teacher.tokenizer),
+                held_out,
+                work / "samples" / _slug(name),
+                spec=f"bench-audit/{_slug(name)}",
+            )
         )
+        sampled[name] = _sampled(args, answers, key)
+        _report("sampling", name, sampled[name])
 
     results = {
         "bench": "audit",
@@ -102,6 +117,7 @@ def main() -> None:
         },
         "students": {n: _train_summary(work / "students" / n) for n in MIXES},
         "audits": audits,
+        "sampled": sampled,
         "seconds": round(time.perf_counter() - started, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,10 +180,12 @@ def _capture(
     prompts: Path,
     out: Path,
     watermarked: bool = False,
+    spec: str = ALIAS,
 ) -> Store:
-    """One store of ``prompts`` (created or resumed), sampled at temperature 1."""
+    """One store of ``prompts`` (created or resumed), sampled at temperature 1 from
+    ``teacher`` (named ``spec`` in the store's fingerprint)."""
     config = GenerateConfig(
-        teacher=ALIAS,
+        teacher=spec,
         prompts=prompts,
         out=out,
         top_k=0,
@@ -235,12 +253,36 @@ def _audit(args: argparse.Namespace, model: Any, corpus: list[list[int]], key: K
     collector = PairCollector(history, frequent=frequent_kgrams(corpus, history + 1, args.frequent))
     for ids, tokens in zip(corpus, predicted, strict=True):
         collector.add_prediction(ids, tokens)
-    found = collector.result
-    result = verdict("reading", "suspect", found, [key], null_trials=args.null_keys, null_seed=7)
+    return _record(args, "reading", collector.result, key)
+
+
+def _sampled(args: argparse.Namespace, answers: Store, key: Key) -> dict:
+    """Sampling-mode audit: the detector over the pooled distinct pairs of the suspect's
+    answers (each answer's prompt is its context, the prompt's own pairs are not scored)."""
+    collector = PairCollector(key.history)
+    for row in answers.rows():
+        collector.add_sample(row["prompt_token_ids"], row["completion_token_ids"])
+    return _record(args, "sample", collector.result, key)
+
+
+def _record(args: argparse.Namespace, mode: str, found: Candidates, key: Key) -> dict:
+    """The verdict with its null control, the tokens needed and the p-value curve."""
+    result = verdict(mode, "suspect", found, [key], null_trials=args.null_keys, null_seed=7)
     record = result.as_dict()
     record["tokens_needed"] = _tokens_needed(found, key)
     record["curve"] = _curve(found, key)
     return record
+
+
+def _report(mode: str, name: str, row: dict[str, Any]) -> None:
+    print(
+        f"  {mode} audit {name}: p = {row['p_value']:.3g} over {row['scored_tokens']} tokens; "
+        f"needed {row['tokens_needed']}; null KS p = {row['null']['ks_p_value']:.3g}"
+    )
+
+
+def _slug(name: str) -> str:
+    return name.split(" ")[0]
 
 
 def _prefix(found: Candidates, n: int) -> Candidates:
@@ -307,24 +349,29 @@ def _count(path: Path) -> int:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The table of docs/watermark.md."""
+    """The table of docs/watermark.md: each suspect in reading and in sampling mode."""
     lines = [
-        "| suspect | watermarked training data | p (real key) | audit tokens scored "
+        "| suspect | watermarked training data | mode | p (real key) | audit tokens scored "
         "| tokens for p < 1e-6 | null keys: KS p | null keys: min p |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     shares = {
         "teacher": "n/a (writes it)",
         "prune (untrained)": "none",
         **{name: f"{round(share * 100)} %" for name, share in MIXES.items()},
     }
-    for name, row in results["audits"].items():
-        null = row["null"]
-        lines.append(
-            f"| {name} | {shares[name]} | {row['p_value']:.2g} | {row['scored_tokens']:,} | "
-            f"{row['tokens_needed'] if row['tokens_needed'] else 'not reached'} | "
-            f"{null['ks_p_value']:.2f} | {min(null['p_values']):.2g} |"
-        )
+    modes = {"reading": results["audits"], "sampling": results.get("sampled", {})}
+    for name in results["audits"]:
+        for mode, rows in modes.items():
+            if name not in rows:
+                continue
+            row, null = rows[name], rows[name]["null"]
+            lines.append(
+                f"| {name} | {shares[name]} | {mode} | {row['p_value']:.2g} | "
+                f"{row['scored_tokens']:,} | "
+                f"{row['tokens_needed'] if row['tokens_needed'] else 'not reached'} | "
+                f"{null['ks_p_value']:.2f} | {min(null['p_values']):.2g} |"
+            )
     return "\n".join(lines)
 
 
