@@ -21,6 +21,7 @@ from retort.config import GenerateConfig
 from retort.errors import ConfigError, StoreError
 from retort.models.loading import load_tokenizer, resolve
 from retort.teachers import http as http_teacher
+from retort.teachers.http_text import estimated_tokens
 from retort.teachers.tokens import TokenText
 from tests.cli.test_errors import assert_one_line_error
 from tests.conftest import write_jsonl
@@ -153,6 +154,9 @@ def test_a_text_capture_sends_messages_loads_no_tokenizer_and_keeps_the_usage(
     assert rows["cut"]["finish_reason"] == "length"
     assert rows["cut"]["usage"] == {"prompt_tokens": None, "completion_tokens": None}
     assert result.store.manifest["counts"]["completion_tokens"] == 10  # as the server said
+    # Unreported usage is estimated for budgets: 4 characters a token, prompt and text.
+    unpriced = estimated_tokens([{"role": "user", "content": "Go on."}]) + math.ceil(len(TEXT) / 4)
+    assert result.teacher_tokens == 2 * (11 + 5) + unpriced
 
 
 def test_text_topk_keeps_each_tokens_bytes_ranked_and_zero_probability_as_minus_inf(tmp_path):

@@ -8,6 +8,9 @@ Layout::
 A row exists once its shard is renamed into place, and a resumed run skips ids already present,
 so a run killed at any instant and started again ends with every prompt present exactly once.
 ``datasets.load_dataset("parquet", data_files="STORE/shards/*.parquet")`` reads it.
+
+A *text store* (a teacher without a tokenizer, see text_rows.py) has the same layout and
+guarantees with other columns (``TEXT_SCHEMA``): text and token strings, no token ids.
 """
 
 from __future__ import annotations

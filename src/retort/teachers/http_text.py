@@ -198,19 +198,21 @@ class TextHTTPTeacher:
         usage = {
             name: _count(reported.get(name)) for name in ("prompt_tokens", "completion_tokens")
         }
+        # Unreported, the completion's size is its tokens, else estimated from its text.
+        written = len(generation.tokens or []) or _estimate(generation.completion)
         return TextReply(
-            generation,
-            usage["prompt_tokens"] or 0,
-            usage["completion_tokens"] or len(generation.tokens or []),
-            usage,
+            generation, usage["prompt_tokens"] or 0, usage["completion_tokens"] or written, usage
         )
 
 
 def estimated_tokens(turns: list[dict[str, Any]]) -> int:
     """A prompt's size in tokens when no tokenizer says it: about one per four characters
-    (what rate limits and budgets charge before the server reports the real count)."""
-    characters = len(json.dumps(turns, ensure_ascii=False))
-    return max(1, math.ceil(characters / CHARS_PER_TOKEN))
+    (what rate limits and budgets charge where the server reports no count)."""
+    return max(1, _estimate(json.dumps(turns, ensure_ascii=False)))
+
+
+def _estimate(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def connect_text_teacher(
