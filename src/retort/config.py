@@ -63,7 +63,9 @@ class GenerateConfig(_Strict):
     # HTTP teachers (teacher is an http(s)://.../v1 URL)
     teacher_model: str | None = Field(None, description="Model name on the server.")
     tokenizer: str | None = Field(
-        None, description="The teacher's tokenizer (spec); default: teacher_model as a spec."
+        None,
+        description="The teacher's tokenizer (spec). Unset: completions reads teacher_model as "
+        "a spec; chat loads none and writes a text store (docs/store.md#text-stores).",
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable of the key.")
     endpoint: Literal["completions", "chat"] = Field(

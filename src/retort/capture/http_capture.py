@@ -27,6 +27,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from retort.capture.store import ShardBuffer, Store
 from retort.progress import Progress
 from retort.teachers.http import HTTPTeacher, RequestFailed, complete_with_retries
+from retort.teachers.http_text import TextHTTPTeacher, estimated_tokens
 from retort.teachers.protocol import Sampling
 
 
@@ -62,7 +63,7 @@ class HTTPOutcome:
         ) / 1000
 
 
-async def probe(teacher: HTTPTeacher, top_k: int, score: bool = False) -> None:
+async def probe(teacher: HTTPTeacher | TextHTTPTeacher, top_k: int, score: bool = False) -> None:
     """Ask the server what it can do (model listed, logprobs, k, prompt_logprobs for score
     mode) before a store or a progress bar exists: a dead or unfit server leaves nothing."""
     async with teacher.client(1) as client:
@@ -70,7 +71,7 @@ async def probe(teacher: HTTPTeacher, top_k: int, score: bool = False) -> None:
 
 
 async def capture(
-    teacher: HTTPTeacher,
+    teacher: HTTPTeacher | TextHTTPTeacher,
     work: list[tuple[Any, list[int], list[dict[str, Any]]]],
     sampling: Sampling,
     top_k: int,
@@ -83,7 +84,8 @@ async def capture(
 ) -> HTTPOutcome:
     """Run ``work`` (record, prompt ids, chat turns, completion ids) through the teacher into
     ``store``; with ``score``, the teacher scores each given completion instead of writing one.
-    The teacher was probed first (``probe``)."""
+    ``make_row(record, prompt_ids, turns, reply)`` builds a row. A text teacher's work has no
+    prompt ids (``[]``). The teacher was probed first (``probe``)."""
     outcome = HTTPOutcome()
     shards = ShardBuffer(store, rows_per_shard)
     limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -119,7 +121,9 @@ async def capture(
             else:
                 body = teacher.request_body(prompt_ids, turns, sampling, top_k)
                 score_from = None
-            cost = len(prompt_ids) + sampling.max_new_tokens
+            # A text teacher's prompt has no ids here: its size is estimated from its text.
+            prompt_size = len(prompt_ids) or estimated_tokens(turns)
+            cost = prompt_size + sampling.max_new_tokens
 
             def retried() -> None:
                 outcome.retries += 1
@@ -140,21 +144,13 @@ async def capture(
                 )
                 progress.advance(1)
                 return
-            outcome.prompt_tokens += reply.prompt_tokens or len(prompt_ids)
+            outcome.prompt_tokens += reply.prompt_tokens or prompt_size
             outcome.completion_tokens += reply.completion_tokens
-            out = reply.generation
-            reason = None
-            if reply.unmapped:
-                reason = f"{reply.unmapped} returned tokens have no id in the declared tokenizer"
-            elif top_k and len(out.topk_ids) != len(out.completion_ids):
-                reason = (
-                    f"top-k for {len(out.topk_ids)} of {len(out.completion_ids)} completion "
-                    "tokens; the row would train on made-up teacher data"
-                )
+            reason = teacher.unfit(reply, top_k)
             if reason is not None:
                 outcome.failures.append({"id": record.id, "reason": reason, "attempts": attempts})
             else:
-                shards.add(make_row(record, prompt_ids, reply.generation))
+                shards.add(make_row(record, prompt_ids, turns, reply))
             priced = settings.price_per_1k_in or settings.price_per_1k_out
             spend = {"cost": outcome.cost(settings)} if priced else {}
             progress.advance(1, tokens=reply.completion_tokens, **spend)

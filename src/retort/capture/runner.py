@@ -18,13 +18,15 @@ from retort.capture import http_capture
 from retort.capture.http_capture import HTTPSettings
 from retort.capture.prompts import PromptRecord, load_prompts
 from retort.capture.store import CODEC, CODECS, ShardBuffer, Store
+from retort.capture.text_rows import text_fingerprint, text_row
 from retort.config import GenerateConfig, is_http_teacher
 from retort.errors import ConfigError, InputError, TeacherError
 from retort.models.vocab import tokenizer_hash
 from retort.progress import Progress, Silent
 from retort.teachers.chat import chat_messages, leading_bos, render_prompt
 from retort.teachers.decoding import derive_seed
-from retort.teachers.http import HTTPTeacher, connect_teacher, run_sync
+from retort.teachers.http import HTTPReply, HTTPTeacher, connect_teacher, run_sync
+from retort.teachers.http_text import TextHTTPTeacher, connect_text_teacher, is_text_teacher
 from retort.teachers.local import LocalTeacher
 from retort.teachers.protocol import Generation, Sampling, Teacher
 from retort.watermark.keys import Key, check_tokenizer, load_key
@@ -122,6 +124,8 @@ def generate(
     key = _watermark_key(config)  # a bad key file fails before the teacher loads
     if teacher is None:
         teacher = load_teacher(config)
+    if is_text_teacher(teacher):
+        _check_text_settings(config)
     if key is not None:
         teacher = _watermarked(teacher, key)
     if config.top_k > teacher.capabilities.max_top_k:
@@ -131,19 +135,21 @@ def generate(
         )
     # Every prompt is rendered before the store is touched: a template error is an input error.
     rendered = [(r, *_render(teacher, r), _given(teacher, r, config.mode)) for r in records]
-    if isinstance(teacher, HTTPTeacher):  # also learns the served revision the fingerprint names
+    served = isinstance(teacher, HTTPTeacher | TextHTTPTeacher)
+    if served:  # also learns the served revision the fingerprint names
         run_sync(http_capture.probe(teacher, config.top_k, score=config.mode == "score"))
-    store = Store.create_or_resume(
-        config.out,
-        fingerprint(teacher, sampling, config.top_k, config.mode, CODECS[config.codec]),
-    )
+    if is_text_teacher(teacher):
+        made_with = text_fingerprint(teacher, sampling, config.top_k, teacher_names)
+    else:
+        made_with = fingerprint(teacher, sampling, config.top_k, config.mode, CODECS[config.codec])
+    store = Store.create_or_resume(config.out, made_with)
     done = store.done_ids()
     todo = [item for item in rendered if item[0].id not in done]
     started = time.perf_counter()
     result = GenerateResult(store, 0, len(records) - len(todo), [], 0.0)
     progress.start("generate", total=len(todo), unit="prompts")
     try:
-        if isinstance(teacher, HTTPTeacher):
+        if served:
             _capture_http(config, teacher, todo, sampling, store, result, progress)
         else:
             _capture_local(config, teacher, todo, sampling, store, result, progress)
@@ -206,7 +212,7 @@ def _capture_local(
 
 def _capture_http(
     config: GenerateConfig,
-    teacher: HTTPTeacher,
+    teacher: HTTPTeacher | TextHTTPTeacher,
     todo: list[tuple[PromptRecord, list[int], list[dict[str, Any]], list[int]]],
     sampling: Sampling,
     store: Store,
@@ -224,8 +230,12 @@ def _capture_http(
         max_cost=config.max_cost,
     )
 
-    def make_row(record: PromptRecord, prompt_ids: list[int], out: Generation) -> dict:
-        return _row(record, prompt_ids, out, teacher.tokenizer, 0.0)
+    def make_row(
+        record: PromptRecord, prompt_ids: list[int], turns: list[dict[str, Any]], reply: Any
+    ) -> dict:
+        if isinstance(reply, HTTPReply):
+            return _row(record, prompt_ids, reply.generation, teacher.tokenizer, 0.0)
+        return text_row(record, turns, reply)
 
     outcome = run_sync(
         http_capture.capture(
@@ -317,9 +327,17 @@ def select_shard(records: list[PromptRecord], shard: str) -> list[PromptRecord]:
 
 
 def load_teacher(config: GenerateConfig) -> Teacher:
-    """A local teacher, or an HTTP one when ``config.teacher`` is an http(s) URL."""
+    """A local teacher, or an HTTP one when ``config.teacher`` is an http(s) URL: a text teacher
+    (no tokenizer, none loaded) for ``--endpoint chat`` without ``--tokenizer``."""
     if not is_http_teacher(config.teacher):
         return LocalTeacher.load(config.teacher)
+    if config.endpoint == "chat" and config.tokenizer is None:
+        return connect_text_teacher(
+            config.teacher,
+            config.teacher_model,
+            api_key_env=config.api_key_env,
+            timeout=config.timeout,
+        )
     return connect_teacher(
         config.teacher,
         config.teacher_model,
@@ -330,8 +348,25 @@ def load_teacher(config: GenerateConfig) -> Teacher:
     )
 
 
+def _check_text_settings(config: GenerateConfig) -> None:
+    """What a teacher without a tokenizer cannot do, refused before any request."""
+    if config.mode == "score":
+        raise ConfigError(
+            "--mode score: scoring given text needs the teacher's tokenizer; give --tokenizer "
+            "and --endpoint completions"
+        )
+    if config.codec != "plain":
+        raise ConfigError(
+            f"--codec {config.codec}: packs top-k token ids, and a teacher without --tokenizer "
+            "has none (its top-k is stored as token strings); use --codec plain"
+        )
+
+
 def _render(teacher: Teacher, record: PromptRecord) -> tuple[list[int], list[dict[str, Any]]]:
+    """The record's prompt ids (none for a text teacher: the server renders) and chat turns."""
     turns = chat_messages(record.prompt, record.messages, record.system)
+    if is_text_teacher(teacher):
+        return [], turns
     try:
         return render_prompt(teacher.tokenizer, turns), turns
     except Exception as exc:  # jinja TemplateError and kin: the template refused these turns

@@ -8,6 +8,9 @@ Layout::
 A row exists once its shard is renamed into place, and a resumed run skips ids already present,
 so a run killed at any instant and started again ends with every prompt present exactly once.
 ``datasets.load_dataset("parquet", data_files="STORE/shards/*.parquet")`` reads it.
+
+A *text store* (a teacher without a tokenizer, see text_rows.py) has the same layout and
+guarantees with other columns (``TEXT_SCHEMA``): text and token strings, no token ids.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from retort.capture import codec
+from retort.capture.text_rows import TEXT_SCHEMA, completion_tokens, is_text_store
 from retort.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,24 @@ class Store:
     @property
     def codec(self) -> str:
         return self.fingerprint.get("codec", CODEC)
+
+    @property
+    def is_text(self) -> bool:
+        """A text teacher's store: text and token strings, no token ids (text_rows.py)."""
+        return is_text_store(self.fingerprint)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The row schema as readers see it (top-k decoded)."""
+        return TEXT_SCHEMA if self.is_text else SCHEMA
+
+    def require_token_ids(self, what: str) -> None:
+        """Refuse a text store where ``what`` needs the teacher's token ids."""
+        if self.is_text:
+            raise StoreError(
+                f"{self.path}: a text store (captured without a tokenizer) holds no token ids, "
+                f"which {what} needs; capture with the teacher's --tokenizer"
+            )
 
     @classmethod
     def open(cls, path: Path) -> Store:
@@ -175,7 +197,7 @@ class Store:
         partial.rename(final)
         counts = self.manifest["counts"]
         counts["rows"] += len(rows)
-        counts["completion_tokens"] += sum(len(r["completion_token_ids"]) for r in rows)
+        counts["completion_tokens"] += sum(self._completion_tokens(r) for r in rows)
         counts["shards"] += 1
         self._write_manifest()
         return final
@@ -189,7 +211,8 @@ class Store:
         """All rows as one Arrow table, each id once (the first shard that holds it wins)."""
         shards = self.shard_paths()
         if not shards:
-            return SCHEMA.empty_table().select(columns) if columns else SCHEMA.empty_table()
+            empty = self.schema.empty_table()
+            return empty.select(columns) if columns else empty
         table = pa.concat_tables(self._read_shard(s, columns) for s in shards)
         ids = table.column("id").to_pylist() if "id" in table.column_names else None
         if ids is not None and len(set(ids)) != len(ids):
@@ -203,6 +226,13 @@ class Store:
 
     def recount(self) -> dict[str, int]:
         """Counts read from the shards themselves (the manifest's can lag a killed run)."""
+        if self.is_text:
+            rows = self.read_table(["id", "tokens", "usage"]).to_pylist()
+            return {
+                "rows": len(rows),
+                "completion_tokens": sum(completion_tokens(r) for r in rows),
+                "shards": len(self.shard_paths()),
+            }
         table = self.read_table(["id", "completion_token_ids"])
         lengths = table.column("completion_token_ids").combine_chunks().value_lengths()
         return {
@@ -211,7 +241,12 @@ class Store:
             "shards": len(self.shard_paths()),
         }
 
+    def _completion_tokens(self, row: dict[str, Any]) -> int:
+        return completion_tokens(row) if self.is_text else len(row["completion_token_ids"])
+
     def _encode(self, rows: list[dict[str, Any]]) -> pa.Table:
+        if self.is_text:
+            return pa.Table.from_pylist(rows, schema=TEXT_SCHEMA)
         if self.codec == codec.V1:
             raise StoreError(
                 f"{self.path}: codec {codec.V1} is read, never written; use a new --out"
@@ -234,6 +269,8 @@ class Store:
 
     def _read_shard(self, shard: Path, columns: list[str] | None) -> pa.Table:
         """One shard with the plain schema, top-k decoded when the codec packed it."""
+        if self.is_text:
+            return pq.read_table(shard, columns=columns, schema=TEXT_SCHEMA)
         if self.codec not in codec.NAMES:
             return pq.read_table(shard, columns=columns, schema=SCHEMA)
         wanted = columns or SCHEMA.names

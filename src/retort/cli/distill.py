@@ -44,7 +44,11 @@ def distill(
     ] = None,
     objective: Annotated[
         str | None,
-        typer.Option(show_default=_shown("objective"), help="sft | topk | online | on_policy"),
+        typer.Option(
+            show_default=_shown("objective"),
+            help="sft | topk | online | on_policy (a text store, captured without a "
+            "tokenizer: sft, with any student).",
+        ),
     ] = None,
     kind: Annotated[
         str | None,

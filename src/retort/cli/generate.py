@@ -51,13 +51,22 @@ def generate(
         str | None, typer.Option(help="HTTP teacher: the model name on the server.")
     ] = None,
     tokenizer: Annotated[
-        str | None, typer.Option(help="HTTP teacher: its tokenizer (folder, hub id or alias).")
+        str | None,
+        typer.Option(
+            help="HTTP teacher: its tokenizer (folder, hub id or alias). Without it, "
+            "--endpoint completions reads --teacher-model as one, and --endpoint chat loads "
+            "none: a text store (messages, text, top-k as token strings)."
+        ),
     ] = None,
     api_key_env: Annotated[
         str, typer.Option(help="HTTP teacher: environment variable holding the API key.")
     ] = "OPENAI_API_KEY",
     endpoint: Annotated[
-        str, typer.Option(help="HTTP teacher: completions (token ids, exact) or chat.")
+        str,
+        typer.Option(
+            help="HTTP teacher: completions (token ids, exact) or chat (messages; any "
+            "OpenAI-style API, with or without --tokenizer)."
+        ),
     ] = "completions",
     concurrency: Annotated[int, typer.Option(help="HTTP: requests in flight.")] = 8,
     rpm: Annotated[int | None, typer.Option(help="HTTP: requests per minute, at most.")] = None,
@@ -81,6 +90,11 @@ def generate(
     are generated. A store made with other settings (teacher, tokenizer, sampling, top-k) is
     refused. With an http(s) teacher, requests run concurrently under client-side rate limits
     and retries; every prompt ends as a row or as a failure recorded in the manifest.
+
+    With --endpoint chat and no --tokenizer the teacher is known by its text alone (a hosted
+    API whose tokenizer is not public): no tokenizer is loaded, and the store keeps the
+    messages, the completion text, finish reason and usage, and with --top-k the teacher's
+    top-k as token strings with their bytes. Train on it with retort distill --objective sft.
 
     With --watermark KEYFILE the local teacher's completions carry the key's watermark, and
     the store's fingerprint names the key id (a resume with another key is refused); the

@@ -39,6 +39,8 @@ def inspect(
         out.print_json(json.dumps(summary))
         return
     out.print(f"[bold]{store}[/bold]")
+    if opened.is_text:  # counts are the server's, in the teacher's own tokens
+        out.print("  teacher            text only (no tokenizer: no token ids, top-k as strings)")
     out.print(f"  rows               {counts['rows']}")
     out.print(f"  completion tokens  {counts['completion_tokens']}")
     out.print(f"  shards             {counts['shards']}  ({size / 1e6:.2f} MB)")

@@ -51,6 +51,7 @@ def evaluate(
     """
     progress = progress or Silent()
     store = Store.open(data)
+    store.require_token_ids("retort eval (teacher-forced scores of the stored tokens)")
     if store.fingerprint.get("tokenizer_sha256") != tokenizer_hash(teacher.tokenizer):
         raise StoreError(f"{data}: store was made with another tokenizer than this teacher's")
     # Against another teacher's text the teacher row would read top-1 1.000, KL 0.000 on

@@ -44,3 +44,23 @@ def leading_bos(tokenizer: PreTrainedTokenizerBase) -> list[int]:
         return []
     specials = tokenizer("", add_special_tokens=True)["input_ids"]
     return [bos] if specials[:1] == [bos] else []
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The token that ends a model's turn: the first special token the chat template puts
+    after an assistant message (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``), else the
+    tokenizer's EOS (a base model), else None."""
+    marker = "\x00retort-answer\x00"
+    if tokenizer.chat_template:
+        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+        try:
+            text = tokenizer.apply_chat_template(turns, tokenize=False)
+        except Exception:  # a template that refuses this shape: fall back to the EOS token
+            text = ""
+        if marker in text:
+            after = text[text.rindex(marker) + len(marker) :]
+            special = set(tokenizer.all_special_ids)
+            for token in tokenizer(after, add_special_tokens=False)["input_ids"]:
+                if token in special:
+                    return token
+    return tokenizer.eos_token_id

@@ -40,6 +40,7 @@ import httpx
 
 from retort.errors import ConfigError, RetortError, TeacherError
 from retort.models.loading import load_tokenizer, resolve
+from retort.teachers.chat import end_of_turn_id
 from retort.teachers.protocol import Capabilities, Generation, Sampling
 from retort.teachers.tokens import TokenText
 
@@ -143,20 +144,7 @@ class HTTPTeacher:
     async def probe(self, client: httpx.AsyncClient, top_k: int) -> None:
         """Say before any work what the server cannot do: unknown model, no logprobs, k too
         large. Also learns whether tokens can come back as ids."""
-        try:
-            listed = await client.get("/models")
-        except httpx.HTTPError as exc:
-            raise TeacherError(f"{self.base_url}: cannot reach the server ({exc})") from None
-        if listed.status_code in (401, 403):
-            raise TeacherError(f"{self.base_url}: refused the API key ({listed.status_code})")
-        names = [m.get("id") for m in _json(listed).get("data", [])] if listed.is_success else []
-        if names and self.model not in names:
-            raise TeacherError(
-                f"--teacher-model {self.model}: the server serves {', '.join(names)}"
-            )
-        for entry in _json(listed).get("data", []) if listed.is_success else []:
-            if entry.get("id") == self.model:
-                self.revision = entry.get("root") or entry.get("revision")
+        self.revision = await served_revision(client, self.base_url, self.model)
         prompt_ids = self.tokenizer("Hi", add_special_tokens=False)["input_ids"]
         body = self.request_body(
             prompt_ids, [{"role": "user", "content": "Hi"}], Sampling(1), top_k
@@ -222,18 +210,7 @@ class HTTPTeacher:
         With ``score_from``, the reply is the teacher-forced scoring of ``body["prompt"]`` from
         that position on (a score request), not the completion."""
         path = "/completions" if self.endpoint == "completions" else "/chat/completions"
-        try:
-            response = await client.post(path, json=body)
-        except httpx.TimeoutException:
-            raise RequestFailed("timed out", retryable=True) from None
-        except httpx.HTTPError as exc:  # connection refused / reset, broken body
-            raise RequestFailed(f"connection error: {type(exc).__name__}", True) from None
-        if response.status_code != 200:
-            raise _status_failure(response)
-        payload = _json(response)
-        choices = payload.get("choices") if isinstance(payload, dict) else None
-        if not choices:
-            raise RequestFailed("200 with no choices", retryable=True)
+        payload, choices = await post_for_choices(client, path, body)
         want_logprobs = bool(body.get("logprobs"))
         try:
             if score_from is not None:
@@ -285,9 +262,7 @@ class HTTPTeacher:
         else:  # text only: the declared tokenizer's reading of the text
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         unmapped += sum(i is None for i in ids)
-        finish_reason = choice.get("finish_reason") or "length"  # unsaid: maybe not the end
-        if finish_reason == "stop" and isinstance(choice.get("stop_reason"), str):
-            finish_reason = "stop_string"  # cut before a stop string: the turn did not end
+        finish_reason = finish_reason_of(choice)
         generation = Generation(
             completion_ids=[i if i is not None else -1 for i in ids],
             finish_reason=finish_reason,
@@ -295,12 +270,12 @@ class HTTPTeacher:
         )
         if want_logprobs:
             k = body.get("top_logprobs") or body.get("logprobs")
-            for position in _complete_topk(tops, len(ids), k):
+            for position in complete_topk(tops, len(ids), k):
                 ranked = sorted(position, key=lambda t: -t[2])[:k]
                 mapped = [(self.token_id(t, b), lp) for t, b, lp in ranked]
                 unmapped += sum(i is None for i, _ in mapped)
                 generation.topk_ids.append([i if i is not None else -1 for i, _ in mapped])
-                generation.topk_logprobs.append([_logprob(lp) for _, lp in mapped])
+                generation.topk_logprobs.append([served_logprob(lp) for _, lp in mapped])
         end = self._missing_end_token(generation.completion_ids, finish_reason, choice, body)
         if end is not None:
             generation.completion_ids.append(end)
@@ -314,6 +289,19 @@ class HTTPTeacher:
             completion_tokens=int(usage.get("completion_tokens") or len(ids)),
             unmapped=unmapped,
         )
+
+    def unfit(self, reply: HTTPReply, top_k: int) -> str | None:
+        """Why ``reply`` must not become a row (tokens without an id, top-k that does not
+        cover every token), or None."""
+        out = reply.generation
+        if reply.unmapped:
+            return f"{reply.unmapped} returned tokens have no id in the declared tokenizer"
+        if top_k and len(out.topk_ids) != len(out.completion_ids):
+            return (
+                f"top-k for {len(out.topk_ids)} of {len(out.completion_ids)} completion "
+                "tokens; the row would train on made-up teacher data"
+            )
+        return None
 
     def _missing_end_token(
         self, ids: list[int], finish_reason: str, choice: dict[str, Any], body: dict[str, Any]
@@ -355,7 +343,7 @@ class HTTPTeacher:
                 )
             if k:
                 generation.topk_ids.append([token for token, _ in ranked])
-                generation.topk_logprobs.append([_logprob(v["logprob"]) for _, v in ranked])
+                generation.topk_logprobs.append([served_logprob(v["logprob"]) for _, v in ranked])
         usage = payload.get("usage") or {}
         return HTTPReply(generation, int(usage.get("prompt_tokens") or len(sequence)), 0, 0)
 
@@ -369,27 +357,55 @@ class HTTPTeacher:
         return table.get(key)
 
 
-def end_of_turn_id(tokenizer: Any) -> int | None:
-    """The token that ends the teacher's turn: the first special token the chat template puts
-    after an assistant message (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``), else the
-    tokenizer's EOS (a base model), else None."""
-    marker = "\x00retort-answer\x00"
-    if tokenizer.chat_template:
-        turns = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
-        try:
-            text = tokenizer.apply_chat_template(turns, tokenize=False)
-        except Exception:  # a template that refuses this shape: fall back to the EOS token
-            text = ""
-        if marker in text:
-            after = text[text.rindex(marker) + len(marker) :]
-            special = set(tokenizer.all_special_ids)
-            for token in tokenizer(after, add_special_tokens=False)["input_ids"]:
-                if token in special:
-                    return token
-    return tokenizer.eos_token_id
+async def served_revision(client: httpx.AsyncClient, base_url: str, model: str) -> str | None:
+    """Check ``/models`` before any work: the server answers, takes the key and serves
+    ``model`` (when it lists models at all); returns the revision it names for it, if any."""
+    try:
+        listed = await client.get("/models")
+    except httpx.HTTPError as exc:
+        raise TeacherError(f"{base_url}: cannot reach the server ({exc})") from None
+    if listed.status_code in (401, 403):
+        raise TeacherError(f"{base_url}: refused the API key ({listed.status_code})")
+    entries = _json(listed).get("data", []) if listed.is_success else []
+    names = [m.get("id") for m in entries]
+    if names and model not in names:
+        raise TeacherError(f"--teacher-model {model}: the server serves {', '.join(names)}")
+    for entry in entries:
+        if entry.get("id") == model:
+            return entry.get("root") or entry.get("revision")
+    return None
 
 
-def _complete_topk(
+async def post_for_choices(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> tuple[dict[str, Any], list[Any]]:
+    """POST ``body`` to ``path``; the reply's JSON and its non-empty ``choices``, else
+    ``RequestFailed`` saying what went wrong and whether to retry."""
+    try:
+        response = await client.post(path, json=body)
+    except httpx.TimeoutException:
+        raise RequestFailed("timed out", retryable=True) from None
+    except httpx.HTTPError as exc:  # connection refused / reset, broken body
+        raise RequestFailed(f"connection error: {type(exc).__name__}", True) from None
+    if response.status_code != 200:
+        raise _status_failure(response)
+    payload = _json(response)
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    if not choices:
+        raise RequestFailed("200 with no choices", retryable=True)
+    return payload, choices
+
+
+def finish_reason_of(choice: dict[str, Any]) -> str:
+    """A choice's finish reason; ``"stop_string"`` where vLLM says a stop *string* ended it
+    (the text is cut before the string: the turn did not end)."""
+    finish_reason = choice.get("finish_reason") or "length"  # unsaid: maybe not the end
+    if finish_reason == "stop" and isinstance(choice.get("stop_reason"), str):
+        finish_reason = "stop_string"
+    return finish_reason
+
+
+def complete_topk(
     tops: list[list[tuple[str, Any, float]] | None] | None, tokens: int, k: int
 ) -> list[list[tuple[str, Any, float]]]:
     """The per-token top-k of a reply, refused unless every token has at least ``k``."""
@@ -407,7 +423,7 @@ def _complete_topk(
     return tops  # type: ignore[return-value]
 
 
-def _logprob(value: Any) -> float:
+def served_logprob(value: Any) -> float:
     """A returned logprob as a float; vLLM's -9999 (its JSON for -inf) becomes -inf."""
     value = float(value)
     return float("-inf") if value <= ZERO_LOGPROB else value

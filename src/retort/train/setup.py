@@ -24,6 +24,7 @@ from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
 from retort.train.objectives import LIVE_TEACHER, ForwardPlan, fused_head_matches
 from retort.train.remote_teacher import RemoteScorer
+from retort.train.text_store import refuse_teacher_objectives, rows_in_student_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -59,7 +60,10 @@ def assemble(
     rows = store.read_table().to_pylist()
     if not rows:
         raise StoreError(f"{config.data}: store has no rows; run retort generate first")
-    top_k = int(store.fingerprint.get("top_k") or 0)
+    if store.is_text:  # only sft fits a text store: refused before any model loads
+        refuse_teacher_objectives(config, config.data)
+    # A text store's top-k is token strings: nothing a student's positions can use.
+    top_k = 0 if store.is_text else int(store.fingerprint.get("top_k") or 0)
     needs_stored_topk = config.objective == "topk" or (
         is_http_teacher(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
     )
@@ -102,7 +106,9 @@ def assemble(
     if teacher is not None:
         teacher_rows = teacher.model.get_input_embeddings().weight.shape[0]
         vocab_size = shared_vocab_size(teacher.tokenizer, tokenizer, teacher_rows, student_rows)
-    if tokenizer_hash(tokenizer) != store.fingerprint.get("tokenizer_sha256"):
+    if store.is_text:  # any student: the text is tokenized with its own tokenizer
+        rows = rows_in_student_tokens(rows, tokenizer, config.data)
+    elif tokenizer_hash(tokenizer) != store.fingerprint.get("tokenizer_sha256"):
         raise ModelError(
             f"--student {config.student}: its tokenizer differs from the one that made "
             f"{config.data}; the student must share the teacher's tokenizer"

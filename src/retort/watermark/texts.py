@@ -7,6 +7,9 @@
 - A store: each row's ``completion_token_ids`` are scored as written (no decode and re-encode,
   which need not give the same ids back), with the prompt's ids as context for the first
   completion tokens (never scored themselves). The store's tokenizer must be the one given.
+- A text store (captured without a tokenizer) has no ids: its completion texts are tokenized
+  with the tokenizer given, its messages rendered with that tokenizer's chat template as
+  context, as for a JSONL of texts.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def _store_texts(path: Path, tokenizer: Any) -> list[Text]:
     from retort.models.vocab import tokenizer_hash
 
     store = Store.open(path)
+    if store.is_text:
+        return _text_store_texts(store, tokenizer)
     stored = store.fingerprint.get("tokenizer_sha256")
     if stored and stored != tokenizer_hash(tokenizer):
         raise StoreError(
@@ -85,3 +90,16 @@ def _store_texts(path: Path, tokenizer: Any) -> list[Text]:
         Text(row["id"], list(row["completion_token_ids"]), list(row["prompt_token_ids"]))
         for row in table.to_pylist()
     ]
+
+
+def _text_store_texts(store: Any, tokenizer: Any) -> list[Text]:
+    """A text store's completions in the given tokenizer's ids (a text store keeps none of
+    its own), with its messages rendered by that tokenizer's chat template as context."""
+    from retort.teachers.chat import render_prompt
+
+    texts = []
+    for row in store.read_table(["id", "messages", "completion"]).to_pylist():
+        ids = tokenizer(row["completion"] or "", add_special_tokens=False)["input_ids"]
+        context = render_prompt(tokenizer, json.loads(row["messages"]))
+        texts.append(Text(row["id"], list(ids), context))
+    return texts
