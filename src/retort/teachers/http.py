@@ -155,15 +155,7 @@ class HTTPTeacher:
             if exc.retryable:
                 return  # a busy server says nothing about what it can do
             raise TeacherError(f"{self.base_url}: the probe request failed: {exc.reason}") from None
-        if top_k and not reply.generation.topk_ids:
-            raise TeacherError(
-                f"{self.base_url}: returns no logprobs for {self.model}; use --top-k 0"
-            )
-        if top_k and reply.generation.topk_ids and len(reply.generation.topk_ids[0]) < top_k:
-            raise TeacherError(
-                f"--top-k {top_k}: the server returns only {len(reply.generation.topk_ids[0])} "
-                "logprobs per position (vLLM: raise --max-logprobs)"
-            )
+        check_probe_topk(self.base_url, self.model, top_k, reply.generation.topk_ids)
 
     def request_body(
         self, prompt_ids: list[int], turns: list[dict[str, Any]], sampling: Sampling, top_k: int
@@ -537,3 +529,14 @@ def connect_teacher(
         ) from None
     key = os.environ.get(api_key_env)
     return HTTPTeacher(url, model, tokenizer, api_key=key, endpoint=endpoint, timeout=timeout)
+
+
+def check_probe_topk(base_url: str, model: str, top_k: int, tops: list[list[Any]] | None) -> None:
+    """The probe's reply must carry ``top_k`` logprobs per position when ``top_k`` asks."""
+    if top_k and not tops:
+        raise TeacherError(f"{base_url}: returns no logprobs for {model}; use --top-k 0")
+    if top_k and tops and len(tops[0]) < top_k:
+        raise TeacherError(
+            f"--top-k {top_k}: the server returns only {len(tops[0])} logprobs per "
+            "position (OpenAI allows 20; vLLM: raise --max-logprobs)"
+        )

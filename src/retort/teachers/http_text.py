@@ -28,6 +28,7 @@ import httpx
 from retort.errors import ConfigError, TeacherError
 from retort.teachers.http import (
     RequestFailed,
+    check_probe_topk,
     complete_topk,
     finish_reason_of,
     post_for_choices,
@@ -122,16 +123,7 @@ class TextHTTPTeacher:
             if exc.retryable:
                 return  # a busy server says nothing about what it can do
             raise TeacherError(f"{self.base_url}: the probe request failed: {exc.reason}") from None
-        tops = reply.generation.topk_tokens
-        if top_k and not tops:
-            raise TeacherError(
-                f"{self.base_url}: returns no logprobs for {self.model}; use --top-k 0"
-            )
-        if top_k and tops and len(tops[0]) < top_k:
-            raise TeacherError(
-                f"--top-k {top_k}: the server returns only {len(tops[0])} logprobs per "
-                "position (OpenAI allows 20; vLLM: raise --max-logprobs)"
-            )
+        check_probe_topk(self.base_url, self.model, top_k, reply.generation.topk_tokens)
 
     def request_body(
         self, prompt_ids: list[int], turns: list[dict[str, Any]], sampling: Sampling, top_k: int
