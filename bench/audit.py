@@ -75,7 +75,8 @@ def main() -> None:
         "audit": _capture(args, teacher, held_out, work / "stores" / "audit-plain"),
     }
     students: dict[str, Any] = {}
-    for name, share in MIXES.items():
+    for name in args.mixes:
+        share = MIXES[name]
         data = _mixed_store(work / "stores" / f"mix-{name}", stores["wm"], stores["plain"], share)
         students[name] = _train(args, teacher, data, work / "students" / name)
 
@@ -115,7 +116,7 @@ def main() -> None:
             "audit_tokens": _tokens(stores["audit"]),
             "green_share": {n: _green_share(stores[n], key) for n in ("wm", "plain")},
         },
-        "students": {n: _train_summary(work / "students" / n) for n in MIXES},
+        "students": {n: _train_summary(work / "students" / n) for n in args.mixes},
         "audits": audits,
         "sampled": sampled,
         "seconds": round(time.perf_counter() - started, 1),
@@ -139,7 +140,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frequent", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32, help="generation batch")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--mixes",
+        type=_mixes,
+        default=list(MIXES),
+        help=f"students to distill, comma-separated (default all: {','.join(MIXES)}); "
+        "a later run with more resumes the ones already trained",
+    )
     return parser.parse_args()
+
+
+def _mixes(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MIXES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown mix {unknown}; choose from {','.join(MIXES)}")
+    return names
 
 
 def _key(path: Path, tokenizer: Any) -> Key:

@@ -222,6 +222,13 @@ class DistillConfig(_Strict):
         "none once final/ is written (the run can then not be extended with --resume).",
     )
     log_every: int = Field(1, ge=1)
+    eval_data: Path | None = Field(
+        None,
+        description="Held-out store scored during training (NLL; top-1 and KL with a live "
+        "teacher), into metrics.jsonl and the trackers.",
+    )
+    eval_every: int = Field(50, ge=1, description="Steps between held-out evaluations.")
+    eval_rows: int = Field(256, ge=1, description="Held-out rows scored each time (the first N).")
     trackers: list[Literal["tensorboard", "wandb"]] | None = Field(
         None, description="Besides metrics.jsonl; default: tensorboard when installed."
     )

@@ -44,3 +44,39 @@ def test_eval_json_keeps_a_sample_of_prompts_with_every_models_answer(
         assert sample["prompt"] and sample["stored_completion"] is not None
         assert set(sample["answers"]) == {"teacher", "prune:2"}
         assert all(isinstance(text, str) for text in sample["answers"].values())
+
+
+def test_teacher_forced_details_add_up_to_the_totals(tiny_model_dir, tiny_store):
+    from retort.evaluate.metrics import teacher_forced
+    from retort.models.students import load_student
+    from retort.progress import Silent
+    from retort.train.data import examples_from_rows
+
+    teacher = LocalTeacher.load(str(tiny_model_dir))
+    student = load_student("prune:2", teacher)[0]
+    rows = Store.open(tiny_store).read_table().to_pylist()
+    examples = examples_from_rows(rows, 512)
+    targets = sum(len(e.input_ids) - e.prompt_length for e in examples)
+    pad, vocab = teacher.tokenizer.pad_token_id, len(teacher.tokenizer)
+    models = {"teacher": teacher.model, "student": student}
+    got = teacher_forced(models, teacher.model, examples, pad, vocab, 3, Silent(), details=True)
+    for scores in got.values():
+        by_position = scores["by_position"]
+        assert sum(by_position["tokens"]) == targets
+        weights = [n / targets for n in by_position["tokens"]]
+        for name in ("top1_agreement", "kl"):
+            pooled = sum(w * v for w, v in zip(weights, by_position[name], strict=True))
+            assert pooled == pytest.approx(scores[name], rel=1e-5, abs=1e-9)
+        assert len(scores["row_nll"]) == len(examples)
+    assert got["teacher"]["top1_agreement"] == 1.0 and got["teacher"]["kl"] < 1e-6
+    assert got["student"]["kl"] > 0.0
+    # the teacher's NLL of its stored tokens is its own logprobs of them, from another code path
+    scored = teacher.token_logprobs([e.input_ids for e in examples])
+    expected = (
+        -sum(sum(s[e.prompt_length - 1 :]) for s, e in zip(scored, examples, strict=True)) / targets
+    )
+    assert got["teacher"]["nll"] == pytest.approx(expected, rel=1e-4)
+    # no teacher: NLL only, the same number
+    alone = teacher_forced({"student": student}, None, examples, pad, vocab, 4, Silent())
+    assert set(alone["student"]) == {"nll"}
+    assert alone["student"]["nll"] == pytest.approx(got["student"]["nll"], rel=1e-5)

@@ -121,6 +121,17 @@ def distill(
         int | None,
         typer.Option(show_default=_shown("save_every"), help="Checkpoint every N steps."),
     ] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Held-out store scored during training: NLL, and top-1 and KL when the run "
+            "loads a teacher; into metrics.jsonl (split: eval) and TensorBoard."
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(show_default=_shown("eval_every"), help="Steps between held-out scores."),
+    ] = None,
     keep_checkpoints: Annotated[
         int | None,
         typer.Option(
@@ -197,6 +208,8 @@ def distill(
         "kd_weight": kd_weight,
         "temperature": temperature,
         "save_every": save_every,
+        "eval_data": eval_data,
+        "eval_every": eval_every,
         "keep_checkpoints": keep_checkpoints,
         "allow_other_teacher": allow_other_teacher,
     }

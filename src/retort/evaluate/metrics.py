@@ -24,51 +24,121 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
+POSITION_BIN = 8  # completion tokens per bucket of the by-position curves
+
+
 @torch.no_grad()
 def teacher_forced(
     models: dict[str, PreTrainedModel],
-    teacher: PreTrainedModel,
+    teacher: PreTrainedModel | None,
     examples: list[Example],
     pad_id: int,
     vocab_size: int,
     batch_size: int,
     progress: Progress,
-) -> dict[str, dict[str, float]]:
-    """``{name: {"nll", "top1_agreement", "kl"}}``; the teacher runs once per batch."""
-    sums = {name: {"nll": 0.0, "top1": 0.0, "kl": 0.0} for name in models}
+    details: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"nll", "top1_agreement", "kl"}}``; the teacher runs once per batch.
+
+    Without a ``teacher`` only ``nll`` is computed (the stored tokens are the reference).
+    With ``details`` each model also gets ``row_nll`` (mean NLL of each example, for
+    histograms) and ``by_position`` (top-1 agreement and KL per bucket of ``POSITION_BIN``
+    completion positions: where in an answer the student drifts from the teacher).
+    """
+    device = teacher.device if teacher is not None else next(iter(models.values())).device
+    stats = {name: _Sums() for name in models}
     count = 0
     progress.start("eval: teacher-forced", total=len(examples), unit="rows")
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start : start + batch_size], pad_id)
-        batch = {k: v.to(teacher.device) for k, v in batch.items()}
+        batch = {k: v.to(device) for k, v in batch.items()}
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         targets = batch["labels"][:, 1:]  # (B, L-1)
         mask = targets != IGNORE
         count += int(mask.sum())
-        teacher_logits = teacher(**inputs).logits[:, :-1, :vocab_size].float()  # (B, L-1, V)
-        teacher_top1 = teacher_logits.argmax(-1)
+        # position of each target within its completion, for the by-position curves
+        bucket = ((mask.cumsum(1) - 1).clamp(min=0) // POSITION_BIN)[mask]
+        teacher_logits = None
+        if teacher is not None:
+            teacher_logits = teacher(**inputs).logits[:, :-1, :vocab_size].float()  # (B, L-1, V)
         for name, model in models.items():
             if model is teacher:
                 logits = teacher_logits
             else:
                 here = {k: v.to(model.device) for k, v in inputs.items()}
-                logits = model(**here).logits[:, :-1, :vocab_size].float().to(teacher.device)
-            sums[name]["nll"] += float(
-                F.cross_entropy(
-                    logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum"
-                )
-            )
-            sums[name]["top1"] += float(((logits.argmax(-1) == teacher_top1) & mask).sum())
-            sums[name]["kl"] += float(
-                divergence(logits, teacher_logits, "forward_kl", mask=mask, reduction="sum")
-            )
+                logits = model(**here).logits[:, :-1, :vocab_size].float().to(device)
+            nll = F.cross_entropy(
+                logits.transpose(1, 2), targets.clamp(min=0), reduction="none"
+            ).masked_fill(~mask, 0.0)
+            top1 = kl = None
+            if teacher_logits is not None:
+                top1 = (logits.argmax(-1) == teacher_logits.argmax(-1)).float()
+                kl = divergence(logits, teacher_logits, "forward_kl", mask=mask, reduction="none")
+            stats[name].add(nll, mask, bucket, top1, kl, details)
         progress.advance(len(batch["input_ids"]))
     progress.finish()
-    count = max(count, 1)
-    return {
-        name: {"nll": s["nll"] / count, "top1_agreement": s["top1"] / count, "kl": s["kl"] / count}
-        for name, s in sums.items()
-    }
+    return {name: s.result(max(count, 1), details) for name, s in stats.items()}
+
+
+class _Sums:
+    """One model's running sums over the held-out tokens."""
+
+    def __init__(self) -> None:
+        self.nll = self.top1 = self.kl = 0.0
+        self.scored_by_teacher = False
+        self.row_nll: list[float] = []
+        self.bins: dict[str, torch.Tensor] = {}
+
+    def add(
+        self,
+        nll: torch.Tensor,
+        mask: torch.Tensor,
+        bucket: torch.Tensor,
+        top1: torch.Tensor | None,
+        kl: torch.Tensor | None,
+        details: bool,
+    ) -> None:
+        self.nll += float(nll.sum())
+        if top1 is not None:
+            self.scored_by_teacher = True
+            self.top1 += float(top1[mask].sum())
+            self.kl += float(kl.sum())
+        if not details:
+            return
+        tokens = mask.sum(1)
+        self.row_nll += (nll.sum(1) / tokens.clamp(min=1))[tokens > 0].tolist()
+        if top1 is None:
+            return
+        size = int(bucket.max()) + 1 if bucket.numel() else 0
+        columns = {
+            "count": torch.ones_like(bucket, dtype=torch.float64),
+            "top1": top1[mask].double(),
+            "kl": kl[mask].double(),
+        }
+        for key, values in columns.items():
+            sums = torch.zeros(size, dtype=torch.float64).index_add_(0, bucket.cpu(), values.cpu())
+            old = self.bins.get(key, torch.zeros(0, dtype=torch.float64))
+            width = max(len(old), size)
+            merged = torch.zeros(width, dtype=torch.float64)
+            merged[: len(old)] += old
+            merged[:size] += sums
+            self.bins[key] = merged
+
+    def result(self, count: int, details: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"nll": self.nll / count}
+        if self.scored_by_teacher:
+            out.update(top1_agreement=self.top1 / count, kl=self.kl / count)
+        if details:
+            out["row_nll"] = self.row_nll
+            if self.bins:
+                counts = self.bins["count"].clamp(min=1)
+                out["by_position"] = {
+                    "bin": POSITION_BIN,
+                    "tokens": self.bins["count"].long().tolist(),
+                    "top1_agreement": (self.bins["top1"] / counts).tolist(),
+                    "kl": (self.bins["kl"] / counts).tolist(),
+                }
+        return out
 
 
 @torch.no_grad()

@@ -46,7 +46,8 @@ def evaluate(
         ``{"data", "rows", "target_tokens", "models": [{"name", "parameters", "nll",
         "top1_agreement", "kl", "exact_match", "contains_match", "reference_count",
         "teacher_nll_of_answers", "answer_length", "tokens_per_s_batch1",
-        "tokens_per_s_batch8"}, ...], "samples": [{"id", "prompt", "reference",
+        "tokens_per_s_batch8", "row_nll": [per example], "by_position": {"bin", "tokens",
+        "top1_agreement", "kl"}}, ...], "samples": [{"id", "prompt", "reference",
         "stored_completion", "answers": {model: text}}, ...]}``, teacher first.
     """
     progress = progress or Silent()
@@ -79,7 +80,7 @@ def evaluate(
     pad_id = teacher.tokenizer.pad_token_id
 
     scores = teacher_forced(
-        models, teacher.model, examples, pad_id, vocab_size, batch_size, progress
+        models, teacher.model, examples, pad_id, vocab_size, batch_size, progress, details=True
     )
     speed_prompts = [r["prompt_token_ids"] for r in rows[:8]]
     results = []

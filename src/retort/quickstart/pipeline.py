@@ -141,6 +141,10 @@ def run_quickstart(
         learning_rate=budget.learning_rate,
         warmup_steps=max(1, budget.steps // 10),
         save_every=budget.steps,
+        # held-out curves for the report: ten points, on a sample small enough to cost seconds
+        eval_data=run_dir / "store-heldout",
+        eval_every=max(1, budget.steps // 10),
+        eval_rows=64,
         keep_checkpoints=0,  # final/ is the product; its checkpoint would triple the folder
     )
     student = prune_layers(teacher.model, STUDENT_LAYERS)

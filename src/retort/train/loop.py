@@ -30,6 +30,7 @@ from retort.progress import Progress, Silent
 from retort.train import checkpoint, retention
 from retort.train.batches import StepBatches
 from retort.train.data import examples_from_rows
+from retort.train.heldout import HeldOutEval
 from retort.train.metrics import MetricsSink
 from retort.train.objectives import (
     KDRescaler,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # Keys that may change between a run and its resumption without changing what is optimized.
-RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps"}
+RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps", "eval_data", "eval_every", "eval_rows"}
 # What a run leaves before its first checkpoint; such a folder may simply start again.
 RESTARTABLE = {"config.yaml", "metrics.jsonl", "checkpoints"}
 
@@ -77,6 +78,7 @@ def distill(
     run_dir = Path(config.out)
     _check_run_dir(run_dir, config, resume)
     parts = assemble(config, teacher, student)  # every input error surfaces before any write
+    heldout = HeldOutEval.open(config, parts)
     examples = examples_from_rows(parts.rows, config.max_seq_len)
     if not examples:
         raise ConfigError(
@@ -117,6 +119,9 @@ def distill(
         # Inference only: never prepared (no DDP/FSDP wrapper, no optimizer state), no grads.
         teacher_model = parts.teacher.model.to(teacher_device).eval()
         teacher_model.requires_grad_(False)
+    if heldout is not None and heldout.teacher is not None:
+        # a teacher loaded only to prune the student still scores top-1 and KL, placed once
+        heldout.teacher = teacher_model or parts.teacher.model.to(teacher_device).eval()
     heads = None
     if not plan.student_logits:  # fused path: logits are rebuilt from hidden states in chunks
         heads = (
@@ -189,6 +194,18 @@ def distill(
         config, parts, plan, accelerator, model, teacher_model, teacher_device, heads, projector
     )
     sink = MetricsSink(run_dir, config, accelerator)
+
+    shown: dict[str, float] = {}  # beside the progress bar: the latest held-out NLL
+
+    def evaluate_heldout() -> None:
+        # The main process scores the plain module (no DDP forward, whose buffer broadcast
+        # would wait for the others); the others wait for it at the barrier.
+        if accelerator.is_main_process:
+            record = heldout(accelerator.unwrap_model(model), step, schedule.tokens)
+            sink.write(record, split="eval")
+            shown["eval_nll"] = record["nll"]
+        accelerator.wait_for_everyone()
+
     started = time.perf_counter()
     last_loss = float("nan")
     model.train()
@@ -198,6 +215,8 @@ def distill(
         progress.start("distill", total=config.max_steps - step, unit="steps")
     stop = StepBoundaryInterrupt()
     try:
+        if heldout is not None and step == 0:
+            evaluate_heldout()  # the starting point of the held-out curves
         while not schedule.finished(step):
             stop.check(accelerator)  # a Ctrl-C in the last step lands here, the step whole
             tick = time.perf_counter()
@@ -230,7 +249,9 @@ def distill(
             if step % config.log_every == 0:
                 sink.write(record)
             advance = int(global_tokens) if config.max_tokens else 1
-            progress.advance(advance, loss=last_loss)
+            progress.advance(advance, loss=last_loss, **shown)
+            if heldout is not None and (step % config.eval_every == 0 or schedule.finished(step)):
+                evaluate_heldout()
             if step % config.save_every == 0 or schedule.finished(step):
                 save()
     except KeyboardInterrupt:

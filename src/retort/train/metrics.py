@@ -28,14 +28,15 @@ class MetricsSink:
         for name in chosen_trackers(config):
             self.writers.append(_open_tracker(name, run_dir, config))
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], split: str = "train") -> None:
+        """One line; trackers get the numbers as ``{split}/{name}`` (train/loss, eval/nll)."""
         if not self.main:
             return
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         numbers = {k: v for k, v in record.items() if k != "step" and isinstance(v, int | float)}
         for writer in self.writers:
-            writer.log(numbers, record["step"])
+            writer.log(numbers, record["step"], split)
 
     def close(self) -> None:
         for writer in self.writers:
@@ -67,9 +68,9 @@ class _TensorBoard:
 
         self.writer = SummaryWriter(str(folder))
 
-    def log(self, numbers: dict[str, float], step: int) -> None:
+    def log(self, numbers: dict[str, float], step: int, split: str) -> None:
         for name, value in numbers.items():
-            self.writer.add_scalar(f"train/{name}", value, step)
+            self.writer.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
         self.writer.close()
@@ -89,8 +90,8 @@ class _WandB:
             id="retort-" + hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16],
         )
 
-    def log(self, numbers: dict[str, float], step: int) -> None:
-        self.run.log({f"train/{k}": v for k, v in numbers.items()}, step=step)
+    def log(self, numbers: dict[str, float], step: int, split: str) -> None:
+        self.run.log({f"{split}/{k}": v for k, v in numbers.items()}, step=step)
 
     def close(self) -> None:
         self.run.finish()

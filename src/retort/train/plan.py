@@ -57,6 +57,7 @@ def dry_run(config: DistillConfig, timed_steps: int = 4, world: int = 1) -> dict
                 "save_every": 10**9,
                 "log_every": 1,
                 "trackers": [],
+                "eval_data": None,  # steps are timed without held-out scoring
             }
         )
         distill(timing, teacher=parts.teacher)
