@@ -100,6 +100,17 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     assert after["top1_agreement"] > before["top1_agreement"]
     assert after["kl"] < before["kl"]
     assert set(summary["stages_s"]) == {"load teacher", "generate", "distill", "eval"}
+    # held-out curves during training, and the report that shows them
+    heldout = [
+        json.loads(line)
+        for line in (tmp_path / "qs" / "student" / "metrics.jsonl").read_text().splitlines()
+        if '"split": "eval"' in line
+    ]
+    assert [r["step"] for r in heldout] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
+    assert heldout[-1]["nll"] < heldout[0]["nll"]
+    report = (tmp_path / "qs" / "report.html").read_text()
+    assert report.count("<svg") == 5 and "class='note'>no held-out" not in report
+    assert "report: " in result.stdout and "report.html" in result.stdout
 
 
 def test_http_capture_from_retort_serve_equals_local_capture(teacher, tmp_path):

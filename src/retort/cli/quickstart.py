@@ -53,6 +53,7 @@ def next_steps(run_dir: Path) -> list[str]:
     """What to do with the run folder now."""
     student = run_dir / "student"
     return [
+        f"report: {run_dir / 'report.html'} (open it in a browser)",
         f"run folder: {run_dir} (eval/eval.json, quickstart.json)",
         "next:",
         f"  retort serve --model {student}          # the distilled student over the OpenAI API",

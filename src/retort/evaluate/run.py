@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retort.capture.runner import other_teacher
+from retort.capture.runner import other_teacher, teacher_names
 from retort.capture.store import Store
 from retort.errors import ModelError, StoreError
 from retort.evaluate.metrics import answer_metrics, teacher_forced
@@ -104,8 +104,10 @@ def evaluate(
         progress.advance(1)
     progress.finish()
 
+    name, weights = teacher_names(teacher.identity())
     report = {
         "data": str(data),
+        "teacher": {"name": name, "weights": weights},  # whom every row was scored against
         "rows": len(examples),
         "target_tokens": sum(len(e.input_ids) - e.prompt_length for e in examples),
         "models": results,

@@ -21,6 +21,8 @@ from retort.evaluate.run import evaluate
 from retort.models.embedded import ALIAS
 from retort.models.pruning import prune_layers
 from retort.progress import Progress, Silent
+from retort.report.page import write as write_report
+from retort.report.sources import gather
 from retort.teachers.local import LocalTeacher
 from retort.train.loop import distill
 from retort.train.retention import prune_checkpoints
@@ -28,6 +30,8 @@ from retort.train.retention import prune_checkpoints
 PROMPTS = Path(__file__).with_name("prompts.jsonl")
 HELDOUT_SHARE = 0.2
 STUDENT_LAYERS = 10
+REPORT = "report.html"
+TITLE = "retort quickstart: what the student kept"
 T = TypeVar("T")
 
 
@@ -171,6 +175,7 @@ def run_quickstart(
         "eval": result.report,
     }
     (run_dir / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n")
+    stage("report", lambda: write_report(gather([run_dir], [], []), run_dir / REPORT, TITLE))
     return result
 
 
