@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from retort.cli.console import fmt
 from retort.report import plots
 from retort.report.sources import Sources
 
@@ -141,14 +142,14 @@ def _comparison(sources: Sources) -> str:
                 [
                     m["name"],
                     f"{m['parameters'] / 1e6:.1f}M",
-                    _number(m.get("nll")),
+                    fmt(m.get("nll")),
                     f"{closed[m['name']] * 100:.0f} %" if m["name"] in closed else "-",
-                    _number(m.get("top1_agreement")),
-                    _number(m.get("kl")),
+                    fmt(m.get("top1_agreement")),
+                    fmt(m.get("kl")),
                     "-" if accuracy is None else f"{accuracy:.2f}",
-                    _number(m.get("teacher_nll_of_answers")),
-                    _number(m.get("tokens_per_s_batch1"), 1),
-                    _number(m.get("tokens_per_s_batch8"), 1),
+                    fmt(m.get("teacher_nll_of_answers")),
+                    fmt(m.get("tokens_per_s_batch1"), 1),
+                    fmt(m.get("tokens_per_s_batch8"), 1),
                 ]
             )
         parts.append(_table(header, rows))
@@ -236,16 +237,16 @@ def _judges(sources: Sources) -> str:
             str(pairwise.get("b_wins")),
             str(pairwise.get("ties")),
             str(pairwise.get("unparsable")),
-            _number(pairwise.get("win_rate_a"), 2),
-            f"{_number(pairwise.get('ci_low'), 2)} – {_number(pairwise.get('ci_high'), 2)}",
+            fmt(pairwise.get("win_rate_a"), 2),
+            f"{fmt(pairwise.get('ci_low'), 2)} – {fmt(pairwise.get('ci_high'), 2)}",
         ]
         parts.append(_table(header, [row], escape=False))
         graded = summary.get("graded") or {}
         if graded:
             rows = [
                 [html.escape(str(summary.get(side, side))), str(g.get("correct")),
-                 str(g.get("graded")), _number(g.get("accuracy"), 2),
-                 f"{_number(g.get('ci_low'), 2)} – {_number(g.get('ci_high'), 2)}"]
+                 str(g.get("graded")), fmt(g.get("accuracy"), 2),
+                 f"{fmt(g.get('ci_low'), 2)} – {fmt(g.get('ci_high'), 2)}"]
                 for side, g in graded.items()
             ]  # fmt: skip
             header = ("model", "correct", "graded", "accuracy", "95 % interval")
@@ -293,11 +294,3 @@ def _table(header: tuple[str, ...], rows: list[list[str]], escape: bool = True) 
         for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _number(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
