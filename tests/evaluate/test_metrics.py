@@ -80,3 +80,33 @@ def test_teacher_forced_details_add_up_to_the_totals(tiny_model_dir, tiny_store)
     alone = teacher_forced({"student": student}, None, examples, pad, vocab, 4, Silent())
     assert set(alone["student"]) == {"nll"}
     assert alone["student"]["nll"] == pytest.approx(got["student"]["nll"], rel=1e-5)
+
+
+def test_a_teacher_cache_gives_the_same_scores_without_the_teachers_forward(
+    tiny_model_dir, tiny_store
+):
+    from retort.evaluate.metrics import teacher_forced
+    from retort.models.students import load_student
+    from retort.progress import Silent
+    from retort.train.data import examples_from_rows
+
+    teacher = LocalTeacher.load(str(tiny_model_dir))
+    student = load_student("prune:2", teacher)[0]
+    examples = examples_from_rows(Store.open(tiny_store).read_table().to_pylist(), 512)
+    pad, vocab = teacher.tokenizer.pad_token_id, len(teacher.tokenizer)
+    args = ({"student": student}, teacher.model, examples, pad, vocab, 3, Silent())
+    plain = teacher_forced(*args, details=True)
+    cache: dict = {}
+    first = teacher_forced(*args, details=True, teacher_cache=cache)
+    assert len(cache) == -(-len(examples) // 3)  # one entry per batch
+
+    def broken_forward(*_, **__):
+        raise AssertionError("the teacher ran although its logits were cached")
+
+    original = teacher.model.forward
+    teacher.model.forward = broken_forward
+    try:
+        again = teacher_forced(*args, details=True, teacher_cache=cache)
+    finally:
+        teacher.model.forward = original
+    assert plain == first == again

@@ -37,6 +37,7 @@ def teacher_forced(
     batch_size: int,
     progress: Progress,
     details: bool = False,
+    teacher_cache: dict[int, torch.Tensor] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{name: {"nll", "top1_agreement", "kl"}}``; the teacher runs once per batch.
 
@@ -44,6 +45,8 @@ def teacher_forced(
     With ``details`` each model also gets ``row_nll`` (mean NLL of each example, for
     histograms) and ``by_position`` (top-1 agreement and KL per bucket of ``POSITION_BIN``
     completion positions: where in an answer the student drifts from the teacher).
+    ``teacher_cache`` (a dict kept by the caller) holds the teacher's logits at the completion
+    positions of each batch, so scoring the same examples again skips the teacher's forward.
     """
     device = teacher.device if teacher is not None else next(iter(models.values())).device
     stats = {name: _Sums() for name in models}
@@ -56,28 +59,48 @@ def teacher_forced(
         targets = batch["labels"][:, 1:]  # (B, L-1)
         mask = targets != IGNORE
         count += int(mask.sum())
+        # Everything below is over completion positions only, (N, V): the prompt's positions
+        # are scored by nobody, and their softmax over the vocabulary was most of the cost.
+        rows = mask.nonzero(as_tuple=True)[0]
+        wanted = targets[mask]
         # position of each target within its completion, for the by-position curves
-        bucket = ((mask.cumsum(1) - 1).clamp(min=0) // POSITION_BIN)[mask]
-        teacher_logits = None
-        if teacher is not None:
-            teacher_logits = teacher(**inputs).logits[:, :-1, :vocab_size].float()  # (B, L-1, V)
+        bucket = (mask.cumsum(1) - 1)[mask] // POSITION_BIN
+        teacher_logits = _teacher_logits(teacher, inputs, mask, vocab_size, start, teacher_cache)
         for name, model in models.items():
             if model is teacher:
                 logits = teacher_logits
             else:
                 here = {k: v.to(model.device) for k, v in inputs.items()}
-                logits = model(**here).logits[:, :-1, :vocab_size].float().to(device)
-            nll = F.cross_entropy(
-                logits.transpose(1, 2), targets.clamp(min=0), reduction="none"
-            ).masked_fill(~mask, 0.0)
+                logits = model(**here).logits[:, :-1, :vocab_size]
+                logits = logits[mask.to(logits.device)].float().to(device)
+            nll = F.cross_entropy(logits, wanted, reduction="none")
             top1 = kl = None
             if teacher_logits is not None:
                 top1 = (logits.argmax(-1) == teacher_logits.argmax(-1)).float()
-                kl = divergence(logits, teacher_logits, "forward_kl", mask=mask, reduction="none")
-            stats[name].add(nll, mask, bucket, top1, kl, details)
+                kl = divergence(logits, teacher_logits, "forward_kl", reduction="none")
+            stats[name].add(nll, rows, len(targets), bucket, top1, kl, details)
         progress.advance(len(batch["input_ids"]))
     progress.finish()
     return {name: s.result(max(count, 1), details) for name, s in stats.items()}
+
+
+def _teacher_logits(
+    teacher: PreTrainedModel | None,
+    inputs: dict[str, torch.Tensor],
+    mask: torch.Tensor,
+    vocab_size: int,
+    start: int,
+    cache: dict[int, torch.Tensor] | None,
+) -> torch.Tensor | None:
+    """The teacher's float logits ``(N, V)`` at the batch's completion positions."""
+    if teacher is None:
+        return None
+    if cache is not None and start in cache:
+        return cache[start]
+    logits = teacher(**inputs).logits[:, :-1, :vocab_size][mask].float()
+    if cache is not None:
+        cache[start] = logits
+    return logits
 
 
 class _Sums:
@@ -92,28 +115,32 @@ class _Sums:
     def add(
         self,
         nll: torch.Tensor,
-        mask: torch.Tensor,
+        rows: torch.Tensor,
+        batch_rows: int,
         bucket: torch.Tensor,
         top1: torch.Tensor | None,
         kl: torch.Tensor | None,
         details: bool,
     ) -> None:
+        """Per-position values ``(N,)``; ``rows`` says which of the ``batch_rows`` each is in."""
         self.nll += float(nll.sum())
         if top1 is not None:
             self.scored_by_teacher = True
-            self.top1 += float(top1[mask].sum())
+            self.top1 += float(top1.sum())
             self.kl += float(kl.sum())
         if not details:
             return
-        tokens = mask.sum(1)
-        self.row_nll += (nll.sum(1) / tokens.clamp(min=1))[tokens > 0].tolist()
+        per_row = torch.zeros(batch_rows, dtype=torch.float64)
+        per_row.index_add_(0, rows.cpu(), nll.double().cpu())
+        tokens = torch.bincount(rows.cpu(), minlength=batch_rows)
+        self.row_nll += (per_row / tokens.clamp(min=1))[tokens > 0].tolist()
         if top1 is None:
             return
         size = int(bucket.max()) + 1 if bucket.numel() else 0
         columns = {
             "count": torch.ones_like(bucket, dtype=torch.float64),
-            "top1": top1[mask].double(),
-            "kl": kl[mask].double(),
+            "top1": top1.double(),
+            "kl": kl.double(),
         }
         for key, values in columns.items():
             sums = torch.zeros(size, dtype=torch.float64).index_add_(0, bucket.cpu(), values.cpu())

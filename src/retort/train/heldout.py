@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from retort.train.setup import RunParts
 
 BATCH_SIZE = 8
+# The teacher's logits at the held-out completion positions are the same at every evaluation;
+# they are kept in memory (float32) when they fit under this, instead of recomputed.
+TEACHER_CACHE_BYTES = 1 << 30
 
 
 class HeldOutEval:
@@ -46,6 +49,9 @@ class HeldOutEval:
         self.pad_id = pad_id
         self.vocab_size = vocab_size
         self.teacher = teacher
+        targets = sum(len(e.input_ids) - e.prompt_length for e in examples)
+        fits = targets * vocab_size * 4 <= TEACHER_CACHE_BYTES
+        self.teacher_cache: dict | None = {} if teacher is not None and fits else None
 
     @classmethod
     def open(cls, config: DistillConfig, parts: RunParts) -> HeldOutEval | None:
@@ -93,6 +99,7 @@ class HeldOutEval:
                 self.vocab_size,
                 BATCH_SIZE,
                 Silent(),
+                teacher_cache=self.teacher_cache,
             )["student"]
         finally:
             student.train(was_training)
