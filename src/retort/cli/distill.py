@@ -46,8 +46,8 @@ def distill(
         str | None,
         typer.Option(
             show_default=_shown("objective"),
-            help="sft | topk | online | on_policy (a text store, captured without a "
-            "tokenizer: sft, with any student).",
+            help="sft | topk | online | on_policy | cross_tokenizer (a text store, captured "
+            "without a tokenizer: sft, or cross_tokenizer on its top-k, with any student).",
         ),
     ] = None,
     kind: Annotated[
@@ -116,6 +116,13 @@ def distill(
     temperature: Annotated[
         float | None,
         typer.Option(show_default=_shown("temperature"), help="KD softmax temperature."),
+    ] = None,
+    uld_weight: Annotated[
+        float | None,
+        typer.Option(
+            show_default=_shown("uld_weight"),
+            help="cross_tokenizer: weight of ULD on tokens that do not match one to one.",
+        ),
     ] = None,
     save_every: Annotated[
         int | None,
@@ -207,6 +214,7 @@ def distill(
         "ce_weight": ce_weight,
         "kd_weight": kd_weight,
         "temperature": temperature,
+        "uld_weight": uld_weight,
         "save_every": save_every,
         "eval_data": eval_data,
         "eval_every": eval_every,

@@ -1,5 +1,6 @@
 """Distillation losses: dense, sparse (teacher top-k + tail), fused (chunked from hidden
-states), and feature losses between hidden states. Formulas and guidance: docs/losses.md."""
+states), cross-tokenizer ULD, and feature losses between hidden states. Formulas and guidance:
+docs/losses.md."""
 
 from retort.losses.chunked import chunked_cross_entropy
 from retort.losses.divergence import KINDS, divergence, divergence_from_logprobs, reduce_tokens
@@ -11,6 +12,7 @@ from retort.losses.hidden import (
     hidden_state_loss,
 )
 from retort.losses.sparse import captured_mass, sparse_divergence
+from retort.losses.uld import uld_groups_loss
 
 __all__ = [
     "HIDDEN_LOSSES",
@@ -25,4 +27,5 @@ __all__ = [
     "hidden_state_loss",
     "reduce_tokens",
     "sparse_divergence",
+    "uld_groups_loss",
 ]

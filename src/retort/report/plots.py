@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from retort.report.sources import Run
 
 WIDE = (7.5, 3.2)
-LOSS_TERMS = ("loss", "ce", "kd", "hidden")  # metrics.jsonl per-token terms, when logged
+LOSS_TERMS = ("loss", "ce", "kd", "uld", "hidden")  # metrics.jsonl per-token terms, when logged
 HELDOUT = (("nll", "held-out NLL ↓"), ("top1_agreement", "top-1 agreement ↑"), ("kl", "KL ↓"))
 
 

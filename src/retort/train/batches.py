@@ -49,8 +49,9 @@ class StepBatches:
         self.top_k = 0
         if parts.scorer is not None:
             self.top_k = parts.scorer.top_k
-        elif config.objective == "topk":
+        elif config.objective in ("topk", "cross_tokenizer"):
             self.top_k = parts.top_k
+        self.uld = config.objective == "cross_tokenizer"
         self.eos_ids = eos_ids(parts.student, parts.tokenizer)
         self.rank, self.world = rank, world
         self.vocab_size = parts.vocab_size
@@ -88,7 +89,7 @@ class StepBatches:
             teacher_logprob = None
             if sampled and self.scorer is not None:
                 teacher_logprob = self._score_remotely(chosen)
-            tensors = collate(chosen, self.pad_id, self.top_k)
+            tensors = collate(chosen, self.pad_id, self.top_k, uld=self.uld)
             micro_batches.append(MicroBatch(tensors, sampled, teacher_logprob))
         return micro_batches
 

@@ -37,6 +37,10 @@ class Example:
     topk_ids: list[list[int]] | None  # one list per completion token ([]: no teacher data)
     topk_logprobs: list[list[float]] | None
     prompt_length: int
+    # cross_tokenizer only (crosstok/targets.py), one entry per completion token
+    uld_head: list[int] | None = None  # -1, or the completion index of the group's first token
+    uld_logprobs: list[list[float]] | None = None  # the teacher's sorted top-k, at first tokens
+    uld_chain: list[float] | None = None  # log P(the teacher's other tokens of the group)
 
 
 def examples_from_rows(rows: list[dict[str, Any]], max_seq_len: int) -> list[Example]:
@@ -67,6 +71,7 @@ def examples_from_rows(rows: list[dict[str, Any]], max_seq_len: int) -> list[Exa
                 topk_ids=topk_ids[: len(completion)] if topk_ids else None,
                 topk_logprobs=topk_logprobs[: len(completion)] if topk_logprobs else None,
                 prompt_length=len(prompt),
+                **_uld_fields(row, len(completion)),
             )
         )
     if dropped:
@@ -79,6 +84,21 @@ def examples_from_rows(rows: list[dict[str, Any]], max_seq_len: int) -> list[Exa
             with_topk + without_topk,
         )
     return examples
+
+
+def _uld_fields(row: dict[str, Any], kept: int) -> dict[str, Any]:
+    """A cross-tokenizer row's ULD targets for its first ``kept`` completion tokens; a group
+    the cut splits is dropped whole (its other half would be missing from the student's side)."""
+    heads = row.get("uld_head")
+    if heads is None:
+        return {}
+    heads = list(heads[:kept])
+    logprobs = list(row["uld_logprobs"][:kept])
+    if kept < len(row["uld_head"]) and 0 <= row["uld_head"][kept] < kept:
+        cut = row["uld_head"][kept]
+        heads = [-1 if h == cut else h for h in heads]
+        logprobs[cut] = []
+    return {"uld_head": heads, "uld_logprobs": logprobs, "uld_chain": row["uld_chain"][:kept]}
 
 
 def _check_topk(
@@ -106,9 +126,14 @@ def _check_topk(
             )
 
 
-def collate(examples: list[Example], pad_id: int, top_k: int = 0) -> dict[str, torch.Tensor]:
+def collate(
+    examples: list[Example], pad_id: int, top_k: int = 0, uld: bool = False
+) -> dict[str, torch.Tensor]:
     """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels`` (B, L), and when
     ``top_k`` > 0, ``topk_ids`` (B, L, k) int64 and ``topk_logprobs`` (B, L, k) float32.
+    With ``uld`` (cross_tokenizer) also ``uld_head`` (B, L) int64 (-1, or the sequence position
+    of the group's first token), ``uld_logprobs`` (B, L, k) (``-inf`` filler) and ``uld_chain``
+    (B, L).
 
     Positions without teacher data (prompt, padding, completion tokens with an empty or no
     top-k) hold ids 0..k-1 with logprobs all ``-inf``: ``losses.sparse`` reads that as "no
@@ -136,7 +161,29 @@ def collate(examples: list[Example], pad_id: int, top_k: int = 0) -> dict[str, t
     out.update(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     if top_k:
         out.update(topk_ids=topk_ids, topk_logprobs=topk_logprobs)
+    if uld:
+        out.update(_collate_uld(examples, width, top_k))
     return out
+
+
+def _collate_uld(examples: list[Example], width: int, top_k: int) -> dict[str, torch.Tensor]:
+    batch = len(examples)
+    heads = torch.full((batch, width), -1, dtype=torch.long)
+    logprobs = torch.full((batch, width, max(top_k, 1)), -math.inf)
+    chain = torch.zeros((batch, width))
+    for i, example in enumerate(examples):
+        if example.uld_head is None:
+            continue
+        start = example.prompt_length
+        for offset, head in enumerate(example.uld_head):
+            if head < 0:
+                continue
+            heads[i, start + offset] = start + head
+            if head == offset:
+                values = example.uld_logprobs[offset][:top_k]
+                logprobs[i, start + offset, : len(values)] = torch.tensor(values)
+                chain[i, start + offset] = example.uld_chain[offset]
+    return {"uld_head": heads, "uld_logprobs": logprobs, "uld_chain": chain}
 
 
 def _place_topk(ids: torch.Tensor, logprobs: torch.Tensor, example: Example, top_k: int) -> None:

@@ -3,7 +3,9 @@
     loss = ce_weight · CE + kd_weight · T² · s · KD + hidden_weight · H
 
 - CE: cross-entropy on the teacher's completion tokens (sequence-level KD; all of ``sft``).
-- KD: the chosen divergence (``kind``) against the stored top-k (``topk``) or the live teacher's
+- KD: the chosen divergence (``kind``) against the stored top-k (``topk``; ``cross_tokenizer``
+  where one teacher token matches one student token, plus ``uld_weight`` · ULD over the groups
+  the two tokenizers split differently, see crosstok/targets.py) or the live teacher's
   full distribution (``online``, computed from hidden states in chunks when ``fused``), on the
   stored completions or on the student's own samples (``on_policy``, see on_policy.py).
 - H: feature loss between matched hidden states (``hidden_weight`` > 0).
@@ -32,6 +34,7 @@ from retort.losses import (
     fused_divergence,
     hidden_state_loss,
     sparse_divergence,
+    uld_groups_loss,
 )
 from retort.train.data import IGNORE
 
@@ -42,7 +45,7 @@ LIVE_TEACHER = ("online", "on_policy")
 def uses_topk(config: DistillConfig) -> bool:
     """KD against top-k logprobs in the batch: stored ones, or an HTTP teacher's scores."""
     remote_on_policy = config.objective == "on_policy" and is_http_teacher(config.teacher)
-    return config.objective == "topk" or remote_on_policy
+    return config.objective in ("topk", "cross_tokenizer") or remote_on_policy
 
 
 # logits_to_keep=<no positions>: the model returns hidden states and skips its (T × V) head.
@@ -111,6 +114,7 @@ class Terms:
     kd: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
     captured_mass: torch.Tensor | None = None
+    uld: torch.Tensor | None = None  # cross_tokenizer: summed ULD distance (part of kd)
 
 
 @dataclass
@@ -211,9 +215,21 @@ def compute_terms(
             chunk_size=config.chunk_size,
             **kd_options,
         )
+    if config.objective == "cross_tokenizer":
+        uld, _groups = uld_groups_loss(
+            logits,
+            targets.clamp(min=0),
+            _shifted_heads(batch["uld_head"]),
+            batch["uld_logprobs"][:, 1:],
+            batch["uld_chain"][:, 1:],
+        )
+        terms.uld = uld.detach()
     if kd is not None:
         terms.kd = kd.detach()
-        terms.loss = terms.loss + config.kd_weight * config.temperature**2 * kd_scale * kd
+        kd_loss = config.temperature**2 * kd
+        if terms.uld is not None:  # a distance between probabilities at T = 1: no T² factor
+            kd_loss = kd_loss + config.uld_weight * uld
+        terms.loss = terms.loss + config.kd_weight * kd_scale * kd_loss
 
     if config.hidden_weight > 0:
         positions = torch.zeros_like(batch["labels"], dtype=torch.bool)
@@ -230,6 +246,13 @@ def compute_terms(
         terms.hidden = hidden.detach()
         terms.loss = terms.loss + config.hidden_weight * hidden
     return terms
+
+
+def _shifted_heads(heads: torch.Tensor) -> torch.Tensor:
+    """``uld_head`` (sequence positions of tokens) in the coordinates of the logits that predict
+    them: position t's logits predict token t+1."""
+    shifted = heads[:, 1:]
+    return torch.where(shifted >= 0, shifted - 1, shifted)
 
 
 def fused_head_matches(model: Any) -> bool:

@@ -76,6 +76,8 @@ def _teacher_row(config: DistillConfig, parts: Any, teacher: Any) -> str:
         return f"{config.teacher} over HTTP, scoring the student's samples"
     if config.objective == "topk":
         return f"the store's top-{parts.top_k} logprobs per token (no live teacher)"
+    if config.objective == "cross_tokenizer":
+        return f"the store's top-{parts.top_k} token strings, aligned by bytes (no live teacher)"
     return "the store's completions (no live teacher)"
 
 

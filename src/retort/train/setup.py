@@ -60,10 +60,19 @@ def assemble(
     rows = store.read_table().to_pylist()
     if not rows:
         raise StoreError(f"{config.data}: store has no rows; run retort generate first")
-    if store.is_text:  # only sft fits a text store: refused before any model loads
-        refuse_teacher_objectives(config, config.data)
-    # A text store's top-k is token strings: nothing a student's positions can use.
-    top_k = 0 if store.is_text else int(store.fingerprint.get("top_k") or 0)
+    stored_k = int(store.fingerprint.get("top_k") or 0)
+    if store.is_text:  # sft or cross_tokenizer: refused before any model loads
+        refuse_teacher_objectives(config, config.data, stored_k)
+    # A text store's top-k is token strings: only cross_tokenizer puts them on the student's
+    # positions.
+    top_k = 0 if store.is_text and config.objective != "cross_tokenizer" else stored_k
+    if config.objective == "cross_tokenizer" and not store.is_text:
+        raise StoreError(
+            f"{config.data}: --objective cross_tokenizer reads a text store (the teacher's "
+            "top-k as strings, captured with retort generate --endpoint chat without "
+            "--tokenizer); this store has token ids, so a student of the same tokenizer "
+            "trains on it with --objective topk"
+        )
     needs_stored_topk = config.objective == "topk" or (
         is_http_teacher(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
     )
@@ -72,7 +81,7 @@ def assemble(
             f"{config.data}: store has no teacher logprobs (top_k 0); "
             "use --objective sft, or capture with --top-k 20"
         )
-    if config.objective != "sft" and not is_http_teacher(config.teacher):
+    if config.objective not in ("sft", "cross_tokenizer") and not is_http_teacher(config.teacher):
         refuse_other_teacher(
             store.fingerprint,
             config.teacher,
@@ -107,7 +116,8 @@ def assemble(
         teacher_rows = teacher.model.get_input_embeddings().weight.shape[0]
         vocab_size = shared_vocab_size(teacher.tokenizer, tokenizer, teacher_rows, student_rows)
     if store.is_text:  # any student: the text is tokenized with its own tokenizer
-        rows = rows_in_student_tokens(rows, tokenizer, config.data)
+        cross = config.objective == "cross_tokenizer"
+        rows = rows_in_student_tokens(rows, tokenizer, config.data, cross_tokenizer=cross)
     elif tokenizer_hash(tokenizer) != store.fingerprint.get("tokenizer_sha256"):
         raise ModelError(
             f"--student {config.student}: its tokenizer differs from the one that made "

@@ -17,7 +17,7 @@ from retort.train.batches import MicroBatch
 from retort.train.data import IGNORE
 from retort.train.objectives import ForwardPlan, compute_terms, run_model, teacher_logprob_sum
 
-TERMS = ("ce", "kd", "hidden", "captured_mass")
+TERMS = ("ce", "kd", "hidden", "captured_mass", "uld")
 # Sums kept per step (and added over processes) to log per-token or per-sample means.
 SUMS = ("loss", *TERMS, "teacher_logprob", "sample_tokens", "samples")
 
