@@ -13,7 +13,7 @@ import pytest
 from retort.capture.runner import generate
 from retort.config import DistillConfig, GenerateConfig
 from retort.crosstok.vocab_bytes import vocab_bytes
-from retort.errors import StoreError
+from retort.errors import ModelError, StoreError
 from retort.train.loop import distill
 from tests.cli.test_errors import assert_one_line_error
 from tests.conftest import PROMPTS, write_jsonl
@@ -110,3 +110,24 @@ def test_text_store_objectives_refuse_in_one_line_naming_what_works(
         distill(cross(tiny_store, tiny_model_dir, tmp_path / "b"))
     assert "\n" not in str(refusal.value)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_local_teachers_token_store_distills_into_another_tokenizer_through_its_bytes(
+    tiny_store, tiny_model_dir, other_tokenizer_model_dir, tmp_path
+):
+    """A token store (a local teacher's ids) with --teacher: the teacher's tokenizer turns its
+    ids and top-k into bytes, then the same alignment as for a hosted teacher."""
+    config = cross(
+        tiny_store, other_tokenizer_model_dir, tmp_path / "run", teacher=str(tiny_model_dir)
+    )
+    result = distill(config)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
+    train = [r for r in records if "kd" in r]
+    assert train[-1]["kd"] < train[0]["kd"]
+    # the teacher named must be the one that made the store, whose tokenizer reads its ids
+    wrong = {"teacher": str(other_tokenizer_model_dir)}
+    with pytest.raises(StoreError, match="written by another teacher"):
+        distill(cross(tiny_store, tiny_model_dir, tmp_path / "wrong", **wrong))
+    anyway = cross(tiny_store, tiny_model_dir, tmp_path / "w2", **wrong, allow_other_teacher=True)
+    with pytest.raises(ModelError, match="not the one that made"):
+        distill(anyway)

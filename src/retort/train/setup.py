@@ -14,6 +14,7 @@ import torch
 from retort.capture.runner import other_teacher
 from retort.capture.store import Store
 from retort.config import DistillConfig, is_http_teacher
+from retort.crosstok.token_store import token_rows_as_text
 from retort.errors import ConfigError, ModelError, StoreError
 from retort.losses import HiddenProjector, default_layer_map
 from retort.models.loading import load_tokenizer, resolve
@@ -66,14 +67,15 @@ def assemble(
     # A text store's top-k is token strings: only cross_tokenizer puts them on the student's
     # positions.
     top_k = 0 if store.is_text and config.objective != "cross_tokenizer" else stored_k
-    if config.objective == "cross_tokenizer" and not store.is_text:
+    # cross_tokenizer on a token store reads the teacher's ids through its tokenizer
+    teacher_ids = config.objective == "cross_tokenizer" and not store.is_text
+    if teacher_ids and (config.teacher is None or is_http_teacher(config.teacher)):
         raise StoreError(
-            f"{config.data}: --objective cross_tokenizer reads a text store (the teacher's "
-            "top-k as strings, captured with retort generate --endpoint chat without "
-            "--tokenizer); this store has token ids, so a student of the same tokenizer "
-            "trains on it with --objective topk"
+            f"{config.data}: a token store holds the teacher's token ids; give --teacher SPEC "
+            "(the local teacher that made it), whose tokenizer turns them into bytes for "
+            "--objective cross_tokenizer (a student of the same tokenizer: --objective topk)"
         )
-    needs_stored_topk = config.objective == "topk" or (
+    needs_stored_topk = config.objective in ("topk", "cross_tokenizer") or (
         is_http_teacher(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
     )
     if needs_stored_topk and top_k == 0:
@@ -81,7 +83,8 @@ def assemble(
             f"{config.data}: store has no teacher logprobs (top_k 0); "
             "use --objective sft, or capture with --top-k 20"
         )
-    if config.objective not in ("sft", "cross_tokenizer") and not is_http_teacher(config.teacher):
+    text_cross = config.objective == "cross_tokenizer" and store.is_text  # its own teacher
+    if config.objective != "sft" and not text_cross and not is_http_teacher(config.teacher):
         refuse_other_teacher(
             store.fingerprint,
             config.teacher,
@@ -115,7 +118,9 @@ def assemble(
     if teacher is not None:
         teacher_rows = teacher.model.get_input_embeddings().weight.shape[0]
         vocab_size = shared_vocab_size(teacher.tokenizer, tokenizer, teacher_rows, student_rows)
-    if store.is_text:  # any student: the text is tokenized with its own tokenizer
+    if teacher_ids:
+        rows = token_rows_as_text(rows, _store_tokenizer(config, store))
+    if store.is_text or teacher_ids:  # any student: the text is tokenized with its own tokenizer
         cross = config.objective == "cross_tokenizer"
         rows = rows_in_student_tokens(rows, tokenizer, config.data, cross_tokenizer=cross)
     elif tokenizer_hash(tokenizer) != store.fingerprint.get("tokenizer_sha256"):
@@ -147,6 +152,17 @@ def assemble(
         projector,
         scorer,
     )
+
+
+def _store_tokenizer(config: DistillConfig, store: Store) -> PreTrainedTokenizerBase:
+    """The tokenizer of the teacher that made a token store (checked against its hash)."""
+    tokenizer = load_tokenizer(resolve(config.teacher))
+    if tokenizer_hash(tokenizer) != store.fingerprint.get("tokenizer_sha256"):
+        raise ModelError(
+            f"--teacher {config.teacher}: its tokenizer is not the one that made "
+            f"{config.data}; give the teacher that made the store"
+        )
+    return tokenizer
 
 
 def refuse_other_teacher(
