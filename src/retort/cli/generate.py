@@ -94,7 +94,8 @@ def generate(
     With --endpoint chat and no --tokenizer the teacher is known by its text alone (a hosted
     API whose tokenizer is not public): no tokenizer is loaded, and the store keeps the
     messages, the completion text, finish reason and usage, and with --top-k the teacher's
-    top-k as token strings with their bytes. Train on it with retort distill --objective sft.
+    top-k as token strings with their bytes. Train on it with retort distill --objective sft
+    (its text) or --objective cross_tokenizer (its top-k, aligned by bytes).
 
     With --watermark KEYFILE the local teacher's completions carry the key's watermark, and
     the store's fingerprint names the key id (a resume with another key is refused); the
