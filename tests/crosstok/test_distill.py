@@ -18,6 +18,7 @@ from retort.train.loop import distill
 from tests.cli.test_errors import assert_one_line_error
 from tests.conftest import PROMPTS, write_jsonl
 from tests.servers import FaultServer
+from tests.train.test_text_store import sft
 
 ANSWER = "The capital of France is Paris, and 12 + 30 = 42."
 ALTERNATIVES = ("▁the", "▁a", ".", "▁Paris")  # other tokens the teacher spreads mass on
@@ -69,18 +70,8 @@ def gemma_text_store(tmp_path_factory, gemma_tokenizer):
 
 
 def cross(data, student, out, **overrides) -> DistillConfig:
-    values = {
-        "data": data,
-        "out": out,
-        "student": str(student),
-        "objective": "cross_tokenizer",
-        "max_steps": 30,
-        "batch_size": 8,
-        "learning_rate": 1e-2,
-        "warmup_steps": 1,
-        **overrides,
-    }
-    return DistillConfig(**values)
+    settings = {"objective": "cross_tokenizer", "max_steps": 30, "batch_size": 8}
+    return sft(data, student, out, **(settings | overrides))
 
 
 def test_a_student_of_another_tokenizer_learns_the_teachers_distribution_through_bytes(
