@@ -126,8 +126,9 @@ def test_sft_on_a_text_store_teaches_a_student_of_another_tokenizer_to_answer_an
         {"objective": "online", "teacher": "TEACHER"},
         {"objective": "on_policy", "teacher": "TEACHER"},
         {"objective": "sft", "teacher": "TEACHER", "hidden_weight": 1.0},
+        {"objective": "cross_tokenizer"},  # this store was captured without top-k
     ],
-    ids=["topk", "online", "on_policy", "hidden"],
+    ids=["topk", "online", "on_policy", "hidden", "cross_tokenizer_without_topk"],
 )
 def test_objectives_that_need_teacher_tokens_refuse_a_text_store_before_the_run_folder(
     overrides, text_store, tiny_model_dir, tmp_path

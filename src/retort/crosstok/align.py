@@ -9,6 +9,7 @@ token for token. Groups past ``limit`` (the bytes both sides spell alike) are no
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 
@@ -43,10 +44,12 @@ def aligned_groups(teacher_ends: list[int], student_ends: list[int], limit: int)
     return groups
 
 
+def byte_ends(pieces: list[bytes]) -> list[int]:
+    """Each token's byte end in the text its ``pieces`` spell."""
+    return list(itertools.accumulate(map(len, pieces)))
+
+
 def common_prefix(a: bytes, b: bytes) -> int:
     """Length of the longest common prefix of two byte strings."""
     n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+    return next((i for i in range(n) if a[i] != b[i]), n)

@@ -23,7 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from retort.crosstok.align import aligned_groups, common_prefix
+import numpy as np
+
+from retort.crosstok.align import aligned_groups, byte_ends, common_prefix
 from retort.crosstok.vocab_bytes import VocabBytes
 
 
@@ -75,8 +77,13 @@ def position_targets(
     """Targets for ``student_ids`` (the student's tokens of ``text``, possibly followed by an
     end-of-turn token, which gets none)."""
     n = len(student_ids)
-    out = PositionTargets([[] for _ in range(n)], [[] for _ in range(n)], [-1] * n,
-                          [[] for _ in range(n)], [0.0] * n)  # fmt: skip
+    out = PositionTargets(
+        topk_ids=[[] for _ in range(n)],
+        topk_logprobs=[[] for _ in range(n)],
+        uld_head=[-1] * n,
+        uld_logprobs=[[] for _ in range(n)],
+        uld_chain=[0.0] * n,
+    )
     counts = AlignmentCounts()
     wanted = text.encode("utf-8")
     student_ends = _spelled_ends(student_vocab, student_ids, text)
@@ -84,10 +91,7 @@ def position_targets(
         counts.rows_unspelled, counts.unaligned = 1, n
         return out, counts
     teacher_pieces = _without_dummy_prefix(teacher.pieces, wanted)
-    teacher_ends, end = [], 0
-    for piece in teacher_pieces:
-        end += len(piece)
-        teacher_ends.append(end)
+    teacher_ends = byte_ends(teacher_pieces)
     limit = common_prefix(b"".join(teacher_pieces), wanted)
     for group in aligned_groups(teacher_ends, student_ends, limit):
         first_t, first_s = group.teacher[0], group.student[0]
@@ -141,13 +145,6 @@ def _on_student_vocab(
         student_id = vocab.index.get(piece)
         if student_id is None:
             continue
-        old = merged.get(student_id)
-        merged[student_id] = logprob if old is None else _logaddexp(old, logprob)
+        old = merged.get(student_id, -math.inf)
+        merged[student_id] = float(np.logaddexp(old, logprob))
     return list(merged), list(merged.values())
-
-
-def _logaddexp(a: float, b: float) -> float:
-    high, low = max(a, b), min(a, b)
-    if low == -math.inf:
-        return high
-    return high + math.log1p(math.exp(low - high))

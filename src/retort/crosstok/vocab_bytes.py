@@ -12,14 +12,13 @@ None.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from retort.crosstok.align import byte_ends
 from retort.errors import ModelError
 
-log = logging.getLogger(__name__)
 BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 SPACE_MARK = "\u2581"  # SentencePiece's ▁
 
@@ -64,11 +63,7 @@ class VocabBytes:
             if not (spelled[:1] == b" " and spelled[1:] == wanted):
                 return None
             pieces[0] = pieces[0][1:]
-        ends, end = [], 0
-        for piece in pieces:
-            end += len(piece)
-            ends.append(end)
-        return ends
+        return byte_ends(pieces)
 
 
 def vocab_bytes(tokenizer: Any) -> VocabBytes:
@@ -121,7 +116,7 @@ def _decoder_kinds(decoder: dict[str, Any]) -> set[str]:
     return kinds
 
 
-def _byte_level(token: str, alphabet: dict[str, int]) -> bytes | None:
+def _byte_level(token: str, alphabet: dict[str, int]) -> bytes:
     try:
         return bytes(alphabet[c] for c in token)
     except KeyError:  # an added token written as plain text (not in the byte alphabet)

@@ -43,8 +43,8 @@ def refuse_teacher_objectives(config: DistillConfig, data: Path, top_k: int) -> 
         )
     if config.objective == "cross_tokenizer" and top_k == 0:
         raise StoreError(
-            f"{data}: captured without top-k (top_k 0): --objective cross_tokenizer has no "
-            "teacher distribution to distill; capture again with --top-k 20, or use "
+            f"{data}: a text store captured without top-k (top_k 0): --objective cross_tokenizer "
+            "has no teacher distribution to distill; capture again with --top-k 20, or use "
             "--objective sft"
         )
     if config.hidden_weight > 0:
