@@ -161,6 +161,11 @@ class DistillConfig(_Strict):
         None,
         description="Device of the live teacher, e.g. cuda:1 or cpu (default: the student's).",
     )
+    fsdp: list[Literal["student", "teacher"]] = Field(
+        default_factory=list,
+        description="Shard these models over the run's processes with FSDP2 (docs/scale.md): "
+        "student (weights, gradients, optimizer state), teacher (inference weights).",
+    )
     objective: Objective = Field(
         "topk", description="sft | topk | online | on_policy | cross_tokenizer"
     )
@@ -280,6 +285,8 @@ class DistillConfig(_Strict):
             for key in ("lmbda", "sample_max_new_tokens", "sample_temperature"):
                 if key in changed:
                     raise ValueError(f"{key}: only for objective on_policy")
+        if self.fsdp:
+            _check_fsdp(self, remote)
         local_only = [r for r in why if r != "objective on_policy"]
         if remote and local_only:
             raise ValueError(
@@ -287,6 +294,23 @@ class DistillConfig(_Strict):
                 "weights); an HTTP teacher serves on_policy, or capture with retort generate"
             )
         return self
+
+
+def _check_fsdp(config: DistillConfig, remote: bool) -> None:
+    """Settings that cannot go with a sharded student or teacher, refused before loading."""
+    if len(set(config.fsdp)) != len(config.fsdp):
+        raise ValueError(f"fsdp: {config.fsdp} names a model twice; e.g. student,teacher")
+    if "teacher" in config.fsdp and (remote or not config.teacher):
+        raise ValueError("fsdp: teacher shards a local teacher; this run has none to shard")
+    if "teacher" in config.fsdp and config.teacher_device:
+        raise ValueError(
+            "fsdp: a sharded teacher lives on every process's device; drop teacher_device"
+        )
+    if "student" in config.fsdp and config.lora is not None:
+        raise ValueError(
+            "fsdp: student with lora is not supported (adapters train little state); "
+            "train LoRA under DDP and shard the teacher alone (--fsdp teacher)"
+        )
 
 
 def _default(model: type[BaseModel], key: str) -> Any:

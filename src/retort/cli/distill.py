@@ -90,6 +90,13 @@ def distill(
         str | None,
         typer.Option(help="Train a LoRA adapter: `r=16,alpha=32,targets=q_proj,v_proj`."),
     ] = None,
+    fsdp: Annotated[
+        str | None,
+        typer.Option(
+            help="Shard `student`, `teacher` or `student,teacher` over the processes of "
+            "`accelerate launch --multi_gpu` with FSDP2 (docs/scale.md)."
+        ),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(show_default=_shown("max_steps"), help="Optimizer steps.")
     ] = None,
@@ -206,6 +213,7 @@ def distill(
         "hidden_weight": hidden_weight,
         "kd_rescale": kd_rescale,
         "lora": parse_lora(lora) if lora else None,
+        "fsdp": [name.strip() for name in fsdp.split(",") if name.strip()] if fsdp else None,
         "max_steps": max_steps,
         "max_tokens": max_tokens,
         "batch_size": batch_size,

@@ -175,7 +175,21 @@ def generate_exactly(
             generation_config=config,
             logits_processor=LogitsProcessorList(processors),
             streamer=streamer,
+            synced_gpus=synced_generation(model),
         )
+
+
+def synced_generation(model: Any) -> bool | None:
+    """``synced_gpus`` for ``generate``: True for an FSDP-sharded model with several processes
+    (one that stopped decoding early would leave the others waiting in a gather of layers);
+    None otherwise, where transformers decides as it always did."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return None
+    import torch.distributed as dist
+
+    return dist.is_initialized() and dist.get_world_size() > 1
 
 
 _locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from retort.errors import ConfigError
+from retort.train import sharding
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
@@ -37,32 +38,47 @@ def save(
     extra: dict[str, Any] | None = None,
     keep: int = 2,
     rng_states: list[dict[str, Any]] | None = None,
+    sharded: bool = False,
 ) -> Path:
     """Write the checkpoint of ``step`` and prune older ones beyond ``keep``.
 
     ``rng_states`` holds every process's ``rng_state()`` in rank order (gathered by the
-    caller); without it, this process's own is saved as the only one.
+    caller); without it, this process's own is saved as the only one. ``sharded``: every
+    process has already written the weights and optimizer state into ``fresh_partial``'s
+    folder (``sharding.save_state``); the rest is written here.
     """
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    partial = root / f".step-{step:06d}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    state = {
-        "model": trained_state(model),
-        "optimizer": optimizer.state_dict(),
+    partial = partial_folder(run_dir, step)
+    if not sharded:
+        fresh_partial(run_dir, step)
+    state: dict[str, Any] = {
         "scheduler": scheduler.state_dict(),
         "extra": extra or {},  # e.g. a hidden-state projector, the KD rescaler
         "rng": rng_states if rng_states is not None else [rng_state()],
     }
+    if not sharded:
+        state["model"] = trained_state(model)
+        state["optimizer"] = optimizer.state_dict()
     torch.save(state, partial / STATE_FILE)
     (partial / INFO_FILE).write_text(json.dumps({"step": step, **info}, indent=2) + "\n")
+    final = run_dir / "checkpoints" / f"step-{step:06d}"
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def partial_folder(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` is written before it is renamed into place."""
+    return run_dir / "checkpoints" / f".step-{step:06d}.partial"
+
+
+def fresh_partial(run_dir: Path, step: int) -> Path:
+    """An empty ``partial_folder`` (a crashed earlier attempt's is discarded)."""
+    partial = partial_folder(run_dir, step)
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
 
 
 def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -97,6 +113,18 @@ def load(
     returns its trainer info (``step`` among it) and the ``extra`` states for the caller to
     restore."""
     state = torch.load(path / STATE_FILE, weights_only=False)
+    if (path / sharding.SHARDED_STATE).is_dir():
+        sharding.load_state(model, optimizer, path / sharding.SHARDED_STATE)  # collective
+    else:
+        _load_whole(path, state, model, optimizer)
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(_rank_rng(state["rng"], rank, path))
+    return json.loads((path / INFO_FILE).read_text()), state.get("extra", {})
+
+
+def _load_whole(
+    path: Path, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     absent = sorted(set(missing) - _frozen_names(model))  # frozen weights are not saved
     if unexpected or absent:
@@ -106,9 +134,6 @@ def load(
             "with the run's own settings (config.yaml beside it)"
         )
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    restore_rng(_rank_rng(state["rng"], rank, path))
-    return json.loads((path / INFO_FILE).read_text()), state.get("extra", {})
 
 
 def rng_state() -> dict[str, Any]:

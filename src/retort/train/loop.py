@@ -27,7 +27,7 @@ from retort.config import DistillConfig, load_yaml, save_yaml
 from retort.errors import ConfigError
 from retort.models.loading import save_model_folder
 from retort.progress import Progress, Silent
-from retort.train import checkpoint, retention
+from retort.train import checkpoint, retention, sharding
 from retort.train.batches import StepBatches
 from retort.train.data import examples_from_rows
 from retort.train.heldout import HeldOutEval
@@ -77,6 +77,12 @@ def distill(
     progress = progress or Silent()
     run_dir = Path(config.out)
     _check_run_dir(run_dir, config, resume)
+    if config.fsdp and _launched_processes() == 1:
+        raise ConfigError(
+            f"--fsdp {','.join(config.fsdp)}: one process has nothing to shard over; start "
+            "several (accelerate launch --multi_gpu --num_processes N -m retort distill ...) "
+            "or drop --fsdp"
+        )
     parts = assemble(config, teacher, student)  # every input error surfaces before any write
     heldout = HeldOutEval.open(config, parts)
     examples = examples_from_rows(parts.rows, config.max_seq_len)
@@ -90,15 +96,25 @@ def distill(
 
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_processes())
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        # Checkpoints and final/ are written from the main process's own state, which is one
-        # shard of it there: refuse rather than write broken checkpoints (docs/scale.md).
+        # retort shards through --fsdp (the same FSDP2, also on CPU processes), so that its
+        # checkpoints know the state is sharded; accelerate's own FSDP/DeepSpeed configs would
+        # hand it a model whose checkpoints it writes from one shard.
         raise ConfigError(
-            f"{accelerator.distributed_type.value}: not supported yet (checkpoints are not "
-            "shard-aware); use DDP: accelerate launch --multi_gpu --num_processes N"
+            f"{accelerator.distributed_type.value} from the accelerate config: shard with "
+            "`retort distill --fsdp student,teacher` under accelerate launch --multi_gpu "
+            "instead (docs/scale.md)"
+        )
+    if "teacher" in config.fsdp and not plan.needs_teacher:
+        raise ConfigError(
+            f"--fsdp teacher: objective {config.objective} runs no live teacher in training; "
+            "drop 'teacher' from --fsdp"
         )
     set_seed(config.seed)
     model = parts.student
     model.config.use_cache = False
+    mesh = sharding.device_mesh(accelerator) if config.fsdp else None
+    if "student" in config.fsdp:
+        model = sharding.shard(model, mesh, "student")  # before the optimizer sees its weights
     trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
     if parts.projector is not None:
         trainable += list(parts.projector.parameters())
@@ -108,7 +124,10 @@ def distill(
     schedule = BudgetSchedule(config)
     scheduler = schedule.scheduler(optimizer)
     # The scheduler stays out of prepare(): accelerate would step it once per process per step.
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if sharding.is_sharded(model):
+        optimizer = accelerator.prepare(optimizer)  # the model is sharded, not DDP-wrapped
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     projector = parts.projector
     if projector is not None:
         has_weights = any(True for _ in projector.parameters())
@@ -116,14 +135,18 @@ def distill(
     teacher_model = None
     teacher_device = torch.device(config.teacher_device or accelerator.device)
     if plan.needs_teacher:
-        # Inference only: never prepared (no DDP/FSDP wrapper, no optimizer state), no grads.
-        teacher_model = parts.teacher.model.to(teacher_device).eval()
+        # Inference only: never prepared (no DDP wrapper, no optimizer state), no grads;
+        # with --fsdp teacher, sharded like the student, its layers gathered one at a time.
+        teacher_model = parts.teacher.model
+        if "teacher" in config.fsdp:
+            teacher_model = sharding.shard(teacher_model, mesh, "teacher")
+        teacher_model = teacher_model.to(teacher_device).eval()
         teacher_model.requires_grad_(False)
     if heldout is not None and heldout.teacher is not None:
         # a teacher loaded only to prune the student still scores top-1 and KL, placed once
         heldout.teacher = teacher_model or parts.teacher.model.to(teacher_device).eval()
-    heads = None
-    if not plan.student_logits:  # fused path: logits are rebuilt from hidden states in chunks
+    heads = None  # fused path: logits are rebuilt from hidden states and the output layers
+    if not plan.student_logits and not config.fsdp:  # sharded: StepRunner reads them whole
         heads = (
             accelerator.unwrap_model(model).get_output_embeddings().weight,
             teacher_model.get_output_embeddings().weight.to(accelerator.device),
@@ -173,6 +196,14 @@ def distill(
         }
         # Every process's generators, in rank order: the main process writes them all.
         rng_states = gather_object([checkpoint.rng_state()])
+        sharded = sharding.is_sharded(model)
+        if sharded:  # every process writes its shard of weights and optimizer state first
+            if accelerator.is_main_process:
+                checkpoint.fresh_partial(run_dir, step)
+            accelerator.wait_for_everyone()
+            folder = checkpoint.partial_folder(run_dir, step) / sharding.SHARDED_STATE
+            sharding.save_state(model, optimizer, folder)
+            accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             checkpoint.save(
@@ -185,6 +216,7 @@ def distill(
                 extra,
                 keep=max(config.keep_checkpoints, 1),  # the newest stays until final/ exists
                 rng_states=rng_states,
+                sharded=sharded,
             )
         accelerator.wait_for_everyone()
 
@@ -199,9 +231,12 @@ def distill(
 
     def evaluate_heldout() -> None:
         # The main process scores the plain module (no DDP forward, whose buffer broadcast
-        # would wait for the others); the others wait for it at the barrier.
-        if accelerator.is_main_process:
+        # would wait for the others); the others wait for it at the barrier. Sharded models
+        # gather their layers collectively: then every process scores, the main one writes.
+        if accelerator.is_main_process or config.fsdp:
             record = heldout(accelerator.unwrap_model(model), step, schedule.tokens)
+            sharding.release(heldout.teacher)
+        if accelerator.is_main_process:
             sink.write(record, split="eval")
             shown["eval_nll"] = record["nll"]
         accelerator.wait_for_everyone()
@@ -265,8 +300,11 @@ def distill(
         sink.close()
 
     final_dir = run_dir / "final"
+    whole = accelerator.unwrap_model(model)
+    if sharding.is_sharded(model):
+        whole = sharding.gathered_copy(model)  # collective; the main process gets the model
     if accelerator.is_main_process:
-        save_model_folder(accelerator.unwrap_model(model), parts.tokenizer, final_dir)
+        save_model_folder(whole, parts.tokenizer, final_dir)
         retention.prune_checkpoints(run_dir, config.keep_checkpoints)
     accelerator.wait_for_everyone()
     return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
@@ -295,11 +333,15 @@ def _step_record(
     return record
 
 
+def _launched_processes() -> int:
+    """How many processes the launcher (torchrun, accelerate launch) started."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _cpu_processes() -> bool:
     """Several processes on a machine without CUDA (torchrun, or `accelerate launch
     --multi_gpu`): accelerate only forms a gloo group when told the processes are CPU ones."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return launched and not torch.cuda.is_available()
+    return _launched_processes() > 1 and not torch.cuda.is_available()
 
 
 class StepBoundaryInterrupt:

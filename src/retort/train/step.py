@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from retort.config import DistillConfig
+from retort.train import sharding
 from retort.train.batches import MicroBatch
 from retort.train.data import IGNORE
 from retort.train.objectives import ForwardPlan, compute_terms, run_model, teacher_logprob_sum
@@ -60,12 +61,13 @@ class StepRunner:
         for micro_batch in micro_batches:
             batch = {k: v.to(accelerator.device) for k, v in micro_batch.tensors.items()}
             student_out, teacher_out = self._forward(batch)
+            heads = self._heads()
             terms = compute_terms(
                 self.config,
                 batch,
                 student_out,
                 teacher_out,
-                self.heads,
+                heads,
                 self.parts.vocab_size,
                 self.projector,
                 self.parts.layer_map,
@@ -79,8 +81,20 @@ class StepRunner:
                     sums[name] += float(value)
                     present.add(name)
             if micro_batch.sampled:
-                self._add_sample_sums(sums, batch, teacher_out, micro_batch.teacher_logprob)
+                self._add_sample_sums(sums, batch, teacher_out, heads, micro_batch.teacher_logprob)
+            sharding.release(self.teacher_model)
         return sums, present, global_tokens
+
+    def _heads(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The output layers for the fused path. A sharded model's is whole only from its
+        forward on (FSDP2 keeps the root unit gathered for backward; the teacher until
+        ``release``), so it is read after each forward; gradients reach the student's
+        shards through FSDP's own reduce-scatter."""
+        if self.heads is not None or self.plan.student_logits:
+            return self.heads
+        student = self.accelerator.unwrap_model(self.model).get_output_embeddings().weight
+        teacher = self.teacher_model.get_output_embeddings().weight
+        return student, teacher.to(self.accelerator.device)
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[Any, Any]:
         plan = self.plan
@@ -99,11 +113,12 @@ class StepRunner:
         sums: dict[str, float],
         batch: dict[str, torch.Tensor],
         teacher_out: Any,
+        heads: tuple[torch.Tensor, torch.Tensor] | None,
         scored: float | None,
     ) -> None:
         """The student's sample lengths and the teacher's logprob of what it wrote."""
         if scored is None:  # a local teacher: its forward pass has the logprobs
-            head = self.heads[1] if self.heads else None
+            head = heads[1] if heads else None
             scored = float(
                 teacher_logprob_sum(
                     teacher_out, batch, head, self.parts.vocab_size, self.config.chunk_size
