@@ -38,6 +38,10 @@ def assert_same_run(got, want, tolerance=1e-5):
         assert (weights_got[name] - value).abs().max() <= tolerance, name
 
 
+def first_record(run):
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+
+
 @needs_launcher
 @pytest.mark.parametrize(
     "fsdp,extra",
@@ -59,6 +63,11 @@ def test_two_sharded_processes_with_batch_b_equal_one_process_with_batch_2b(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(two, one)
+    held_one, held_two = first_record(one), first_record(two)
+    for key in ("student_weights_mib", "optimizer_state_mib"):  # about half each (padding)
+        assert 0.45 < held_two[key] / held_one[key] < 0.6, key
+    teacher_share = held_two["teacher_weights_mib"] / held_one["teacher_weights_mib"]
+    assert teacher_share == pytest.approx(0.5 if "teacher" in fsdp else 1.0, abs=0.05)
     from transformers import AutoModelForCausalLM
 
     plain = AutoModelForCausalLM.from_pretrained(two / "final")  # no FSDP class leaks out
@@ -152,3 +161,20 @@ def test_fsdp_with_one_process_says_how_to_start_several(tiny_model_dir, tiny_st
     )
     with pytest.raises(ConfigError, match="accelerate launch --multi_gpu"):
         distill(config)
+
+
+def test_dry_run_of_a_sharded_recipe_times_it_unsharded(tiny_model_dir, tiny_store, tmp_path):
+    from retort.train.plan import dry_run
+
+    config = DistillConfig(
+        data=tiny_store,
+        out=tmp_path / "run",
+        student="prune:2",
+        teacher=str(tiny_model_dir),
+        objective="online",
+        fsdp=["student", "teacher"],
+    )
+    plan = dry_run(config, timed_steps=2)
+    assert plan["seconds_per_step"] > 0
+    assert plan["fsdp"].startswith("student and teacher")
+    assert not (tmp_path / "run").exists()

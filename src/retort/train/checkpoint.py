@@ -2,7 +2,8 @@
 
 ``RUN/checkpoints/step-000050/`` holds ``state.pt`` and ``trainer_state.json``; a checkpoint is
 written in a hidden folder and renamed, so a folder that exists is whole. Only the newest
-``keep`` checkpoints stay on disk.
+``keep`` checkpoints stay on disk. A sharded run (``--fsdp student``) keeps its weights and
+optimizer state in ``sharded/`` beside them, one file per process (``sharding.save_state``).
 
 The random generators are saved per process (``rng``: one entry per rank, in rank order), CUDA's
 included: under DDP each process's dropout has drawn its own stream, so each resumes its own.

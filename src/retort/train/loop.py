@@ -269,6 +269,8 @@ def distill(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 record = _step_record(step, totals, present, int(global_tokens))
+                if step == 1:  # what this process holds, once the optimizer state exists
+                    record |= sharding.held_mib(model, optimizer, teacher_model)
                 if config.kd_rescale and "ce" in record and "kd" in record:
                     rescaler.update(record["ce"], record["kd"])
 
@@ -281,7 +283,7 @@ def distill(
             record["tokens_per_s"] = int(global_tokens) / seconds
             if config.kd_rescale:
                 record["kd_scale"] = kd_scale
-            if step % config.log_every == 0:
+            if step % config.log_every == 0 or step == 1:  # step 1: the memory held
                 sink.write(record)
             advance = int(global_tokens) if config.max_tokens else 1
             progress.advance(advance, loss=last_loss, **shown)

@@ -48,6 +48,10 @@ def dry_run(config: DistillConfig, timed_steps: int = 4, world: int = 1) -> dict
         "steps": steps,
         "memory_mib": round(_memory_bytes(config, parts, examples) / MIB, 1),
     }
+    if config.fsdp:  # the estimate is one unsharded process's; timed steps run unsharded
+        plan["fsdp"] = (
+            f"{' and '.join(config.fsdp)}: their weights (and optimizer state) ÷ processes"
+        )
     with tempfile.TemporaryDirectory(prefix="retort-dry-run-") as scratch:
         timing = config.model_copy(
             update={
@@ -58,6 +62,7 @@ def dry_run(config: DistillConfig, timed_steps: int = 4, world: int = 1) -> dict
                 "log_every": 1,
                 "trackers": [],
                 "eval_data": None,  # steps are timed without held-out scoring
+                "fsdp": [],  # one process has nothing to shard over
             }
         )
         distill(timing, teacher=parts.teacher)

@@ -123,3 +123,28 @@ def gathered_copy(model: Any) -> PreTrainedModel | None:
 def _inner(optimizer: Any) -> torch.optim.Optimizer:
     """The torch optimizer inside accelerate's wrapper."""
     return getattr(optimizer, "optimizer", optimizer)
+
+
+def held_mib(model: Any, optimizer: Any, teacher: Any) -> dict[str, float]:
+    """What this process holds of the training state, in MiB: the student's weights and
+    optimizer state (its shards when sharded; a tied weight once), and the teacher's weights.
+    Read after an optimizer step, when the optimizer state exists."""
+    from torch.distributed.tensor import DTensor
+
+    def size(tensors: Any) -> float:
+        seen: dict[int, int] = {}
+        for tensor in tensors:
+            local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+            seen[local.data_ptr()] = local.numel() * local.element_size()
+        return round(sum(seen.values()) / 2**20, 3)
+
+    moments = [
+        value
+        for state in _inner(optimizer).state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor) and value.dim() > 0  # not the step counters
+    ]
+    held = {"student_weights_mib": size(model.parameters()), "optimizer_state_mib": size(moments)}
+    if teacher is not None:
+        held["teacher_weights_mib"] = size(teacher.parameters())
+    return held
