@@ -13,6 +13,13 @@ hidden 576, 1,024 tokens):
   fused_frozen_head        frozen head (LoRA): hidden gradient only
   materialized_frozen_head the same on materialized logits
 
+The cross-tokenizer section (``--crosstok``) is the ``cross_tokenizer`` objective's loss
+(CE + top-k KD on one-to-one tokens + ULD on the other groups, a third of the positions) with a
+262,144-token teacher (Gemma 3's vocabulary), for students of 49,152 and 262,144 tokens:
+  store                    the teacher's stored top-20 (the path retort runs)
+  live_teacher_logits      the same plus a live teacher's full logits for the batch, turned
+                           into its top-20 (what a teacher forward without chunking would hold)
+
 Each measurement runs in its own process: peak memory is that process's peak resident set
 minus its peak before the loss (inputs built, libraries loaded), so methods cannot inherit each
 other's high-water marks, and an out-of-memory kill costs one cell, not the run.
@@ -20,6 +27,7 @@ other's high-water marks, and an out-of-memory kill costs one cell, not the run.
     .venv/bin/python bench/losses.py                # full grid → bench/results/losses.json
     .venv/bin/python bench/losses.py --quick        # V=49,152, 1,024 tokens, hidden 576 only
     .venv/bin/python bench/losses.py --lora         # LoRA section → bench/results/losses_lora.json
+    .venv/bin/python bench/losses.py --crosstok     # → bench/results/losses_crosstok.json
     .venv/bin/python bench/losses.py --repeat 3     # fastest of 3 passes per cell (--lora: 5)
 """
 
@@ -36,6 +44,11 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "losses.json"
 LORA_RESULTS = RESULTS.with_name("losses_lora.json")
+CROSSTOK_RESULTS = RESULTS.with_name("losses_crosstok.json")
+CROSSTOK_METHODS = ("store", "live_teacher_logits")
+CROSSTOK_GRID = [(49_152, 1_024, 576), (262_144, 1_024, 576)]  # student vocabularies
+CROSSTOK_TEACHER_VOCAB = 262_144  # Gemma 3's
+CROSSTOK_TOP_K = 20
 METHODS = ("materialized", "fused", "trl")
 LORA_METHODS = ("fused", "fused_frozen_head", "materialized_frozen_head")
 LORA_GRID = [(49_152, 1_024, 576)]  # SmolLM2-135M's vocabulary and width
@@ -92,6 +105,8 @@ def build(method: str, vocab: int, tokens: int, hidden: int, chunk: int):
     teacher_head = torch.randn(vocab, hidden) * hidden**-0.5
     labels = torch.zeros(1, tokens, dtype=torch.long)  # all positions count
 
+    if method in CROSSTOK_METHODS:
+        return crosstok_loss(method, student_hidden, student_head, teacher_hidden)
     if method == "trl":
         from trl.experimental.gkd.gkd_trainer import GKDTrainer
 
@@ -126,6 +141,66 @@ def build(method: str, vocab: int, tokens: int, hidden: int, chunk: int):
     return loss_fn, student_hidden, student_head
 
 
+def crosstok_loss(method: str, student_hidden, student_head, teacher_hidden):
+    """The cross_tokenizer objective's terms on synthetic alignments: every third position
+    heads a two-token ULD group, the rest match one to one."""
+    import torch
+    import torch.nn.functional as F
+
+    from retort.losses import sparse_divergence
+    from retort.losses.uld import uld_groups_loss
+
+    tokens, hidden = student_hidden.shape
+    vocab = student_head.shape[0]
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.randint(vocab, (1, tokens), generator=generator)
+    topk_ids = torch.randint(vocab, (1, tokens, CROSSTOK_TOP_K), generator=generator)
+    topk_logprobs = torch.log_softmax(torch.randn(1, tokens, CROSSTOK_TOP_K + 1), -1)[..., 1:]
+    topk_logprobs = topk_logprobs.sort(-1, descending=True).values
+    position = torch.arange(tokens)
+    heads = torch.where(position % 3 == 0, position, position - 1)[None]
+    heads[:, position % 3 == 2] = -1  # outside groups: matched one to one
+    matched = heads < 0
+    chain = torch.full((1, tokens), -0.5)
+    teacher_head = torch.randn(CROSSTOK_TEACHER_VOCAB, hidden) * hidden**-0.5
+
+    def loss_fn():
+        teacher_logprobs = topk_logprobs
+        if method == "live_teacher_logits":
+            with torch.no_grad():
+                full = torch.log_softmax(teacher_hidden @ teacher_head.T, -1)[None]
+                teacher_logprobs = full.topk(CROSSTOK_TOP_K, -1).values
+        logits = (student_hidden @ student_head.T)[None]
+        ce = F.cross_entropy(logits[0], targets[0], reduction="sum")
+        kd = sparse_divergence(
+            logits, topk_ids, teacher_logprobs, "forward_kl", mask=matched, reduction="sum"
+        )
+        uld, _ = uld_groups_loss(logits, targets, heads, teacher_logprobs, chain)
+        return (ce + kd + uld) / tokens
+
+    return loss_fn, student_hidden, student_head
+
+
+def crosstok_section(repeat: int, out: Path) -> None:
+    rows = []
+    for vocab, tokens, hidden in CROSSTOK_GRID:
+        row = {"student_vocab": vocab, "teacher_vocab": CROSSTOK_TEACHER_VOCAB}
+        row |= {"vocab": vocab, "tokens": tokens, "hidden": hidden}
+        for method in CROSSTOK_METHODS:
+            row[method] = run_cell(method, vocab, tokens, hidden, 256, repeat)
+        rows.append(row)
+        print(format_row(row, CROSSTOK_METHODS), flush=True)
+    report = {
+        "command": "python bench/losses.py --crosstok",
+        "repeat": repeat,
+        "machine": f"{platform.machine()}, {_cores()} cores, CPU float32",
+        "teacher_top_k": CROSSTOK_TOP_K,
+        "loss": "CE + forward KL on top-k (one-to-one tokens) + ULD (groups); forward + backward",
+        "rows": rows,
+    }
+    write(report, out)
+
+
 def run_cell(
     method: str, vocab: int, tokens: int, hidden: int, chunk: int, repeat: int = 1
 ) -> dict:
@@ -153,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smallest cell only")
     parser.add_argument("--lora", action="store_true", help="the frozen-head (LoRA) section only")
+    parser.add_argument("--crosstok", action="store_true", help="the cross-tokenizer section only")
     parser.add_argument("--chunk", type=int, default=256, help="fused chunk size (tokens)")
     parser.add_argument("--repeat", type=int, default=None, help="passes per cell (fastest kept)")
     parser.add_argument("--out", type=Path, default=None)
@@ -165,6 +241,9 @@ def main() -> None:
         return
     if args.lora:
         lora_section(args.chunk, args.repeat or LORA_REPEAT, args.out or LORA_RESULTS)
+        return
+    if args.crosstok:
+        crosstok_section(args.repeat or 1, args.out or CROSSTOK_RESULTS)
         return
 
     grid = [(v, t, h) for v in (49_152, 151_936) for t in (1_024, 4_096) for h in (576, 2_048)]
