@@ -10,7 +10,12 @@ student tokens:
 Metric that works across tokenizers: bits per byte of the teacher's held-out completions
 under the student (NLL in nats over the student's tokens of the text / (ln 2 · bytes)); the
 teacher's own bits per byte of them (from its stored logprobs of its tokens) is the floor.
-Held-out prompts are the quickstart's held-out split, never trained on.
+Held-out prompts are the quickstart's held-out split, never trained on. Each student also
+answers them (greedy, --answer-tokens): graded against the prompts' references (contains
+match, as `retort eval`), and scored by the teacher — its NLL of the student's answer text
+(re-tokenized in the teacher's tokens after its own prompt), in bits per byte, so how much the
+teacher likes what the student wrote, comparable across tokenizers. The teacher's own answers
+are the row to beat.
 
     .venv/bin/python bench/crosstok.py [--train-prompts 128] [--steps 40]
 
@@ -34,10 +39,13 @@ from retort.capture.runner import generate
 from retort.capture.store import Store
 from retort.config import DistillConfig, GenerateConfig
 from retort.crosstok.token_store import token_rows_as_text
+from retort.evaluate.answers import contains_match
 from retort.models.embedded import GEMMA3, SMOLLM2
 from retort.models.loading import load_model, load_tokenizer, resolve
 from retort.quickstart.pipeline import Budget, split_prompts
 from retort.teachers.chat import end_of_turn_id
+from retort.teachers.local import LocalTeacher
+from retort.teachers.protocol import Sampling
 from retort.train.loop import distill
 from retort.train.text_store import rows_in_student_tokens
 
@@ -54,6 +62,7 @@ def main() -> None:
     parser.add_argument("--heldout-prompts", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--answer-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--work", type=Path, default=Path("bench/work/crosstok"))
@@ -87,8 +96,15 @@ def main() -> None:
         "teacher_bits_per_byte": teacher_bits_per_byte(stores["heldout"]),
         "rows": {},
     }
+    teacher = LocalTeacher.load(GEMMA3.alias)
+    judge = AnswerQuality(teacher, stores["heldout"], heldout, student_tokenizer, args)
+    results["rows"]["teacher"] = judge.of_teacher()
+    print("teacher", results["rows"]["teacher"], flush=True)
     before = load_model(resolve(SMOLLM2.alias)).eval()
-    results["rows"]["untrained"] = {"bits_per_byte": bits_per_byte(before, heldout)}
+    results["rows"]["untrained"] = {
+        "bits_per_byte": bits_per_byte(before, heldout),
+        **judge.of_student(before),
+    }
     print("untrained", results["rows"]["untrained"], flush=True)
     for row, weights in ROWS.items():
         config = DistillConfig(
@@ -114,6 +130,7 @@ def main() -> None:
         )
         results["rows"][row] = {
             "bits_per_byte": bits_per_byte(trained, heldout),
+            **judge.of_student(trained),
             "train_seconds": round(time.perf_counter() - started, 1),
             "student_target_tokens": tokens,
             **weights,
@@ -136,6 +153,58 @@ def heldout_rows(store: Path, tokenizer: Any) -> list[dict[str, Any]]:
         if ids and ids[-1] == end:
             row["completion_token_ids"] = ids[:-1]
     return [r for r in rows if r["completion_token_ids"]]
+
+
+class AnswerQuality:
+    """Greedy answers to the held-out prompts, graded against references and scored by the
+    teacher in its own tokens (bits per byte of the answer text)."""
+
+    def __init__(
+        self, teacher: LocalTeacher, store: Path, rows: list[dict], tokenizer: Any, args: Any
+    ) -> None:
+        self.teacher, self.rows, self.tokenizer = teacher, rows, tokenizer
+        self.sampling = Sampling(max_new_tokens=args.answer_tokens)
+        stored = Store.open(store).read_table().to_pylist()
+        self.teacher_prompts = {r["id"]: list(r["prompt_token_ids"]) for r in stored}
+
+    def of_teacher(self) -> dict[str, Any]:
+        return self._graded(self._answers(self.teacher.model, self.teacher.tokenizer, "teacher"))
+
+    def of_student(self, model: Any) -> dict[str, Any]:
+        return self._graded(self._answers(model, self.tokenizer, "student"))
+
+    def _answers(self, model: Any, tokenizer: Any, side: str) -> list[str]:
+        runner = LocalTeacher(model, tokenizer)
+        answers = []
+        for start in range(0, len(self.rows), 8):
+            chunk = self.rows[start : start + 8]
+            prompts = [
+                self.teacher_prompts[r["id"]] if side == "teacher" else list(r["prompt_token_ids"])
+                for r in chunk
+            ]
+            for out in runner.generate(prompts, self.sampling, top_k=0):
+                answers.append(tokenizer.decode(out.completion_ids, skip_special_tokens=True))
+        return answers
+
+    def _graded(self, answers: list[str]) -> dict[str, Any]:
+        pairs = zip(answers, self.rows, strict=True)
+        graded = [(a, r["reference"]) for a, r in pairs if r.get("reference")]
+        nats, size = 0.0, 0
+        tokenizer = self.teacher.tokenizer
+        for answer, row in zip(answers, self.rows, strict=True):
+            if not answer.strip():
+                continue
+            prompt = self.teacher_prompts[row["id"]]
+            written = tokenizer.encode(answer, add_special_tokens=False)
+            (scored,) = self.teacher.token_logprobs([prompt + written])
+            nats -= sum(scored[len(prompt) - 1 :])
+            size += len(answer.encode("utf-8"))
+        return {
+            "contains_match": sum(contains_match(a, r) for a, r in graded) / max(len(graded), 1),
+            "reference_count": len(graded),
+            "teacher_bits_per_byte_of_answers": nats / (math.log(2) * max(size, 1)),
+            "answer_bytes": size / len(answers),
+        }
 
 
 @torch.no_grad()

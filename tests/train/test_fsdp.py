@@ -178,3 +178,22 @@ def test_dry_run_of_a_sharded_recipe_times_it_unsharded(tiny_model_dir, tiny_sto
     assert plan["seconds_per_step"] > 0
     assert plan["fsdp"].startswith("student and teacher")
     assert not (tmp_path / "run").exists()
+
+
+@needs_launcher
+def test_mixed_precision_autocasts_a_sharded_student_as_it_does_a_ddp_one(
+    tiny_model_dir, tiny_store, tmp_path
+):
+    # prepare() autocasts a DDP student's forward; the sharded one bypasses prepare, so the
+    # loop wraps its forward itself. Without that, bf16 would silently train in float32.
+    bf16 = ("--set", "mixed_precision=bf16")
+    fp32, ddp, sharded = tmp_path / "fp32", tmp_path / "ddp", tmp_path / "sharded"
+    one_process(distill_command(tiny_model_dir, tiny_store, fp32, 8))
+    done = two_processes(distill_command(tiny_model_dir, tiny_store, ddp, 4, bf16))
+    assert done.returncode == 0, done.stderr[-3000:]
+    extra = (*bf16, "--fsdp", "student")
+    done = two_processes(distill_command(tiny_model_dir, tiny_store, sharded, 4, extra))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for got, want, full in zip(losses(sharded), losses(ddp), losses(fp32), strict=True):
+        assert abs(got - want) <= 1e-3 * abs(want)
+        assert abs(got - full) > 10 * abs(got - want)  # bf16 rounding, not float32's

@@ -6,8 +6,9 @@ import json
 
 import pytest
 import torch
+import yaml
 
-from retort.config import DistillConfig
+from retort.config import DistillConfig, load_yaml
 from retort.errors import ConfigError, ModelError
 from retort.train.loop import distill
 
@@ -126,6 +127,18 @@ def test_resume_with_other_settings_is_refused(tiny_model_dir, tiny_store, tmp_p
         distill(
             settings(tiny_model_dir, tiny_store, tmp_path / "run", learning_rate=0.1), resume=True
         )
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(
+    tiny_model_dir, tiny_store, tmp_path
+):
+    run = tmp_path / "run"
+    distill(settings(tiny_model_dir, tiny_store, run, max_steps=2))
+    saved = load_yaml(run / "config.yaml")
+    del saved["fsdp"], saved["uld_weight"]  # what an older retort wrote
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    distill(settings(tiny_model_dir, tiny_store, run, max_steps=3), resume=True)
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3]
 
 
 def test_a_student_with_another_tokenizer_is_refused_before_the_run_folder_exists(

@@ -126,6 +126,11 @@ def load(
 def _load_whole(
     path: Path, state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> None:
+    if "model" not in state:
+        raise ConfigError(
+            f"{path}: holds no weights (a sharded checkpoint copied without its "
+            f"{sharding.SHARDED_STATE}/ folder?); copy the whole checkpoint folder"
+        )
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     absent = sorted(set(missing) - _frozen_names(model))  # frozen weights are not saved
     if unexpected or absent:

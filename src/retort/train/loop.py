@@ -32,9 +32,7 @@ from retort.train.batches import StepBatches
 from retort.train.data import examples_from_rows
 from retort.train.heldout import HeldOutEval
 from retort.train.metrics import MetricsSink
-from retort.train.objectives import (
-    KDRescaler,
-)
+from retort.train.objectives import ForwardPlan, KDRescaler
 from retort.train.schedule import BudgetSchedule
 from retort.train.setup import assemble
 from retort.train.step import SUMS, TERMS, StepRunner
@@ -72,7 +70,7 @@ def distill(
 ) -> DistillResult:
     """Train ``config.student`` on ``config.data``; writes ``config.out`` (see DistillConfig)."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, gather_object, set_seed
+    from accelerate.utils import DistributedType, convert_outputs_to_fp32, gather_object, set_seed
 
     progress = progress or Silent()
     run_dir = Path(config.out)
@@ -82,6 +80,11 @@ def distill(
             f"--fsdp {','.join(config.fsdp)}: one process has nothing to shard over; start "
             "several (accelerate launch --multi_gpu --num_processes N -m retort distill ...) "
             "or drop --fsdp"
+        )
+    if "teacher" in config.fsdp and not ForwardPlan.of(config).needs_teacher:
+        raise ConfigError(
+            f"--fsdp teacher: objective {config.objective} runs no live teacher in training; "
+            "drop 'teacher' from --fsdp"
         )
     parts = assemble(config, teacher, student)  # every input error surfaces before any write
     heldout = HeldOutEval.open(config, parts)
@@ -104,17 +107,19 @@ def distill(
             "`retort distill --fsdp student,teacher` under accelerate launch --multi_gpu "
             "instead (docs/scale.md)"
         )
-    if "teacher" in config.fsdp and not plan.needs_teacher:
-        raise ConfigError(
-            f"--fsdp teacher: objective {config.objective} runs no live teacher in training; "
-            "drop 'teacher' from --fsdp"
-        )
     set_seed(config.seed)
     model = parts.student
     model.config.use_cache = False
     mesh = sharding.device_mesh(accelerator) if config.fsdp else None
     if "student" in config.fsdp:
+        if parts.projector is not None and any(True for _ in parts.projector.parameters()):
+            raise ConfigError(
+                "--fsdp student: the hidden-state projection (student and teacher widths "
+                "differ) is not sharded with the student yet; use DDP, or --fsdp teacher alone"
+            )
         model = sharding.shard(model, mesh, "student")  # before the optimizer sees its weights
+        if accelerator.native_amp:  # what prepare() does to the forward, which it skips here
+            model.forward = convert_outputs_to_fp32(accelerator.autocast()(model.forward))
     trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: the adapters only
     if parts.projector is not None:
         trainable += list(parts.projector.parameters())
@@ -411,12 +416,24 @@ def _check_run_dir(run_dir: Path, config: DistillConfig, resume: bool) -> None:
         return  # stopped before its first checkpoint: it starts again from step 0
     before = load_yaml(saved)
     now = config.model_dump(mode="json")
+    # A key the saved config.yaml lacks (a run started by an older retort) had its default.
+    defaults = {k: _json_default(type(config), k) for k in now if k not in before}
+    before = {**defaults, **before}
     changed = [k for k in now if before.get(k) != now[k] and k not in RESUMABLE_CHANGES]
     if changed:
         detail = ", ".join(f"{k} {before.get(k)} → {now[k]}" for k in changed)
         raise ConfigError(
             f"{saved}: --resume with different settings ({detail}); resume with the saved ones"
         )
+
+
+def _json_default(model: type[DistillConfig], key: str) -> Any:
+    from pydantic import TypeAdapter
+
+    field = model.model_fields[key]
+    return TypeAdapter(field.annotation).dump_python(
+        field.get_default(call_default_factory=True), mode="json"
+    )
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
