@@ -6,6 +6,7 @@ student tokens:
                    (cross_tokenizer with kd_weight 0: the same rows, no teacher distribution)
   cross_tokenizer  + the teacher's top-20, aligned by bytes (one-to-one tokens through the
                    student's vocabulary, other groups by ULD), ce_weight 0.5
+  cross_tokenizer_live  the same, the live teacher scoring each batch (--live-top-k 64)
 
 Metric that works across tokenizers: bits per byte of the teacher's held-out completions
 under the student (NLL in nats over the student's tokens of the text / (ln 2 · bytes)); the
@@ -53,6 +54,7 @@ RESULTS = Path(__file__).parent / "results" / "crosstok.json"
 ROWS = {
     "sft": {"ce_weight": 1.0, "kd_weight": 0.0},
     "cross_tokenizer": {"ce_weight": 0.5, "kd_weight": 1.0},
+    "cross_tokenizer_live": {"ce_weight": 0.5, "kd_weight": 1.0, "live_top_k": 64},
 }
 
 

@@ -195,6 +195,12 @@ class DistillConfig(_Strict):
         description="cross_tokenizer: weight of the ULD part (tokens that do not match one to "
         "one) against the matched part, both inside the distillation term.",
     )
+    live_top_k: int = Field(
+        0,
+        ge=0,
+        description="cross_tokenizer: score each batch with the local teacher (teacher, any "
+        "tokenizer) and distill its top-k per position instead of the store's (0: the store's).",
+    )
     ce_weight: float | None = Field(
         None, ge=0.0, description="Weight of cross-entropy on teacher tokens (default: see above)."
     )
@@ -270,6 +276,7 @@ class DistillConfig(_Strict):
             "objective on_policy": self.objective == "on_policy",
             "hidden_weight > 0": self.hidden_weight > 0,
             "student prune:N": self.student.startswith("prune:"),
+            "live_top_k > 0": self.live_top_k > 0,
         }
         why = [reason for reason, applies in reasons.items() if applies]
         if why and not self.teacher:
@@ -285,6 +292,11 @@ class DistillConfig(_Strict):
             for key in ("lmbda", "sample_max_new_tokens", "sample_temperature"):
                 if key in changed:
                     raise ValueError(f"{key}: only for objective on_policy")
+        if self.live_top_k and self.objective != "cross_tokenizer":
+            raise ValueError(
+                "live_top_k: only for objective cross_tokenizer (a teacher of the student's "
+                "tokenizer distills its full distribution with objective online)"
+            )
         if self.fsdp:
             _check_fsdp(self, remote)
         local_only = [r for r in why if r != "objective on_policy"]

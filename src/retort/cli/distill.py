@@ -131,6 +131,14 @@ def distill(
             help="cross_tokenizer: weight of ULD on tokens that do not match one to one.",
         ),
     ] = None,
+    live_top_k: Annotated[
+        int | None,
+        typer.Option(
+            show_default=_shown("live_top_k"),
+            help="cross_tokenizer: the local --teacher (any tokenizer) scores each batch; "
+            "distill its top-K per position instead of the store's (0: the store's).",
+        ),
+    ] = None,
     save_every: Annotated[
         int | None,
         typer.Option(show_default=_shown("save_every"), help="Checkpoint every N steps."),
@@ -223,6 +231,7 @@ def distill(
         "kd_weight": kd_weight,
         "temperature": temperature,
         "uld_weight": uld_weight,
+        "live_top_k": live_top_k,
         "save_every": save_every,
         "eval_data": eval_data,
         "eval_every": eval_every,

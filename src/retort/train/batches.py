@@ -9,8 +9,9 @@ import torch
 
 from retort.config import DistillConfig
 from retort.teachers.local import eos_ids
-from retort.train.data import Example, collate, micro_batch_indices
+from retort.train.data import Example, collate, examples_from_rows, micro_batch_indices
 from retort.train.on_policy import on_policy_examples, seed_of_samples, student_samples
+from retort.train.text_store import log_alignment
 
 
 @dataclass
@@ -52,6 +53,9 @@ class StepBatches:
         elif config.objective in ("topk", "cross_tokenizer"):
             self.top_k = parts.top_k
         self.uld = config.objective == "cross_tokenizer"
+        self.live = parts.live
+        if self.live is not None:
+            self.top_k = self.live.top_k
         self.eos_ids = eos_ids(parts.student, parts.tokenizer)
         self.rank, self.world = rank, world
         self.vocab_size = parts.vocab_size
@@ -86,12 +90,24 @@ class StepBatches:
                     config.max_seq_len,
                     vocab_size=self.vocab_size,
                 )
+            if self.live is not None:
+                chosen = self._score_live(chosen)
             teacher_logprob = None
             if sampled and self.scorer is not None:
                 teacher_logprob = self._score_remotely(chosen)
             tensors = collate(chosen, self.pad_id, self.top_k, uld=self.uld)
             micro_batches.append(MicroBatch(tensors, sampled, teacher_logprob))
         return micro_batches
+
+    def _score_live(self, examples: list[Example]) -> list[Example]:
+        """The examples again, with the live teacher's targets (cut as the store's are); the
+        first batch logs how the student's tokens align."""
+        first = self.live.rows_scored == 0
+        rows = self.live.scored([e.row for e in examples])
+        scored = examples_from_rows(rows, self.config.max_seq_len, keep_rows=True)
+        if first:
+            log_alignment(self.live.counts)
+        return scored
 
     def _score_remotely(self, examples: list[Example]) -> float:
         """Fill the samples' top-k from the HTTP teacher; returns its summed logprob of them."""

@@ -41,10 +41,15 @@ class Example:
     uld_head: list[int] | None = None  # -1, or the completion index of the group's first token
     uld_logprobs: list[list[float]] | None = None  # the teacher's sorted top-k, at first tokens
     uld_chain: list[float] | None = None  # log P(the teacher's other tokens of the group)
+    # cross_tokenizer with a live teacher: the row it scores each time the example is drawn
+    row: dict[str, Any] | None = None
 
 
-def examples_from_rows(rows: list[dict[str, Any]], max_seq_len: int) -> list[Example]:
-    """Build examples; completions past ``max_seq_len`` are cut, rows with no room dropped.
+def examples_from_rows(
+    rows: list[dict[str, Any]], max_seq_len: int, keep_rows: bool = False
+) -> list[Example]:
+    """Build examples; completions past ``max_seq_len`` are cut, rows with no room dropped;
+    with ``keep_rows`` each example holds its row (``Example.row``).
 
     Raises:
         StoreError: a row's top-k does not line up with its completion tokens.
@@ -72,6 +77,7 @@ def examples_from_rows(rows: list[dict[str, Any]], max_seq_len: int) -> list[Exa
                 topk_logprobs=topk_logprobs[: len(completion)] if topk_logprobs else None,
                 prompt_length=len(prompt),
                 **_uld_fields(row, len(completion)),
+                row=row if keep_rows else None,
             )
         )
     if dropped:

@@ -88,7 +88,7 @@ def distill(
         )
     parts = assemble(config, teacher, student)  # every input error surfaces before any write
     heldout = HeldOutEval.open(config, parts)
-    examples = examples_from_rows(parts.rows, config.max_seq_len)
+    examples = examples_from_rows(parts.rows, config.max_seq_len, keep_rows=parts.live is not None)
     if not examples:
         raise ConfigError(
             f"max_seq_len {config.max_seq_len}: every prompt in {config.data} is longer; "
@@ -147,6 +147,8 @@ def distill(
             teacher_model = sharding.shard(teacher_model, mesh, "teacher")
         teacher_model = teacher_model.to(teacher_device).eval()
         teacher_model.requires_grad_(False)
+    if parts.live is not None:  # cross_tokenizer: scores each batch in its own tokens
+        parts.live.place(teacher_device)
     if heldout is not None and heldout.teacher is not None:
         # a teacher loaded only to prune the student still scores top-1 and KL, placed once
         heldout.teacher = teacher_model or parts.teacher.model.to(teacher_device).eval()

@@ -77,6 +77,11 @@ def _teacher_row(config: DistillConfig, parts: Any, teacher: Any) -> str:
     top-k run reads the teacher from the store; it is loaded only to prune the student)."""
     if teacher is not None:
         return f"live, {parameter_count(teacher):,} parameters in memory"
+    if parts.live is not None:
+        return (
+            f"live, {parameter_count(parts.live.model):,} parameters in memory, scoring each "
+            f"batch in its own tokens (top-{parts.top_k}, aligned by bytes)"
+        )
     if parts.scorer is not None:
         return f"{config.teacher} over HTTP, scoring the student's samples"
     if config.objective == "topk":
@@ -92,7 +97,7 @@ def _memory_bytes(config: DistillConfig, parts: Any, examples: list[Any]) -> flo
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     optimizer_bytes = trainable * (4 + 4 + 4)  # gradient + AdamW's two moments, fp32
     teacher_bytes = 0
-    if parts.plan.needs_teacher:
+    if parts.plan.needs_teacher or parts.live is not None:
         teacher_bytes = sum(p.numel() * p.element_size() for p in parts.teacher.model.parameters())
     longest = max(len(e.input_ids) for e in examples)
     if config.objective == "on_policy":

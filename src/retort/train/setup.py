@@ -14,6 +14,7 @@ import torch
 from retort.capture.runner import other_teacher
 from retort.capture.store import Store
 from retort.config import DistillConfig, is_http_teacher
+from retort.crosstok.live import LiveTeacherTargets
 from retort.crosstok.token_store import token_rows_as_text
 from retort.errors import ConfigError, ModelError, StoreError
 from retort.losses import HiddenProjector, default_layer_map
@@ -49,6 +50,7 @@ class RunParts:
     layer_map: list[int] | None  # hidden-state matching, when hidden_weight > 0
     projector: HiddenProjector | None
     scorer: RemoteScorer | None = None  # an HTTP teacher grading on-policy samples
+    live: LiveTeacherTargets | None = None  # cross_tokenizer: the teacher scoring each batch
 
 
 def assemble(
@@ -67,6 +69,9 @@ def assemble(
     # A text store's top-k is token strings: only cross_tokenizer puts them on the student's
     # positions.
     top_k = 0 if store.is_text and config.objective != "cross_tokenizer" else stored_k
+    live = config.live_top_k > 0  # cross_tokenizer: the local teacher's top-k, not the store's
+    if live:
+        top_k = config.live_top_k
     # cross_tokenizer on a token store reads the teacher's ids through its tokenizer
     teacher_ids = config.objective == "cross_tokenizer" and not store.is_text
     if teacher_ids and (config.teacher is None or is_http_teacher(config.teacher)):
@@ -75,8 +80,12 @@ def assemble(
             "(the local teacher that made it), whose tokenizer turns them into bytes for "
             "--objective cross_tokenizer (a student of the same tokenizer: --objective topk)"
         )
-    needs_stored_topk = config.objective in ("topk", "cross_tokenizer") or (
-        is_http_teacher(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
+    needs_stored_topk = (
+        config.objective == "topk"
+        or (config.objective == "cross_tokenizer" and not live)
+        or (
+            is_http_teacher(config.teacher) and config.objective == "on_policy" and config.lmbda < 1
+        )
     )
     if needs_stored_topk and top_k == 0:
         raise StoreError(
@@ -103,7 +112,7 @@ def assemble(
 
     keep = parse_prune_spec(config.student)
     plan = ForwardPlan.of(config)
-    if teacher is None and (plan.needs_teacher or keep is not None):
+    if teacher is None and (plan.needs_teacher or keep is not None or live):
         teacher = LocalTeacher.load(config.teacher)
     if student is None:
         # The vocabulary check against the teacher happens below, for given students too.
@@ -115,14 +124,17 @@ def assemble(
 
     student_rows = student.get_input_embeddings().weight.shape[0]
     vocab_size = student_rows
-    if teacher is not None:
+    # cross_tokenizer compares tokens through their bytes: the vocabularies may differ
+    if teacher is not None and config.objective != "cross_tokenizer":
         teacher_rows = teacher.model.get_input_embeddings().weight.shape[0]
         vocab_size = shared_vocab_size(teacher.tokenizer, tokenizer, teacher_rows, student_rows)
     if teacher_ids:
         rows = token_rows_as_text(rows, _store_tokenizer(config, store))
     if store.is_text or teacher_ids:  # any student: the text is tokenized with its own tokenizer
         cross = config.objective == "cross_tokenizer"
-        rows = rows_in_student_tokens(rows, tokenizer, config.data, cross_tokenizer=cross)
+        rows = rows_in_student_tokens(
+            rows, tokenizer, config.data, cross_tokenizer=cross and not live
+        )
     elif tokenizer_hash(tokenizer) != store.fingerprint.get("tokenizer_sha256"):
         raise ModelError(
             f"--student {config.student}: its tokenizer differs from the one that made "
@@ -139,6 +151,11 @@ def assemble(
         layer_map, projector = _hidden_matching(config, student, teacher.model)
     if config.lora is not None:
         student = add_lora(student, config.lora, seed=config.seed)
+    live_targets = None
+    if live:
+        live_targets = LiveTeacherTargets.of(
+            teacher.model, teacher.tokenizer, tokenizer, config.live_top_k
+        )
     return RunParts(
         store,
         rows,
@@ -151,6 +168,7 @@ def assemble(
         layer_map,
         projector,
         scorer,
+        live_targets,
     )
 
 

@@ -41,11 +41,11 @@ def refuse_teacher_objectives(config: DistillConfig, data: Path, top_k: int) -> 
             f"{data}: a text store (captured without a tokenizer) has no teacher token ids or "
             f"logits for --objective {config.objective}; use {works}"
         )
-    if config.objective == "cross_tokenizer" and top_k == 0:
+    if config.objective == "cross_tokenizer" and top_k == 0 and not config.live_top_k:
         raise StoreError(
             f"{data}: a text store captured without top-k (top_k 0): --objective cross_tokenizer "
-            "has no teacher distribution to distill; capture again with --top-k 20, or use "
-            "--objective sft"
+            "has no teacher distribution to distill; capture again with --top-k 20, score it "
+            "with a local teacher (--teacher SPEC --live-top-k 20), or use --objective sft"
         )
     if config.hidden_weight > 0:
         raise StoreError(
@@ -115,7 +115,7 @@ def _add_aligned_topk(
             uld_logprobs=targets.uld_logprobs,
             uld_chain=targets.uld_chain,
         )
-    _log_alignment(counts)
+    log_alignment(counts)
 
 
 def _teacher_tokens(row: dict[str, Any]) -> TeacherTokens:
@@ -135,7 +135,8 @@ def _as_bytes(strings: list[str], raw: list[bytes | None] | None) -> list[bytes]
     return [r if r is not None else s.encode("utf-8") for s, r in zip(strings, raw, strict=True)]
 
 
-def _log_alignment(counts: AlignmentCounts) -> None:
+def log_alignment(counts: AlignmentCounts) -> None:
+    """One line on how the student's tokens train, and warnings on what trains less."""
     total = counts.matched + counts.uld + counts.unaligned
     if not total:
         return
