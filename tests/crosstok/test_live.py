@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from retort.config import DistillConfig
 from retort.crosstok.live import LiveTeacherTargets
 from retort.crosstok.vocab_bytes import vocab_bytes
+from retort.errors import ConfigError
 from retort.models.loading import load_tokenizer, resolve
 from retort.teachers.chat import render_prompt
 from retort.teachers.local import LocalTeacher
@@ -101,6 +102,9 @@ def test_live_top_k_is_refused_where_it_cannot_apply(
         DistillConfig(**base, objective="cross_tokenizer")
     with pytest.raises(ValidationError, match="needs a local teacher"):
         DistillConfig(**base, objective="cross_tokenizer", teacher="http://127.0.0.1:9/v1")
+    sharded = live(text_store, other_tokenizer_model_dir, tiny_model_dir, tmp_path / "run")
+    with pytest.raises(ConfigError, match="live cross-tokenizer teacher"):
+        distill(sharded.model_copy(update={"fsdp": ["teacher"]}))
     # without it, a text store with no top-k says the live teacher is a way
     code, err = cli(
         "distill", "--data", text_store, "--out", tmp_path / "c", "--student",

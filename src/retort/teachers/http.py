@@ -70,6 +70,25 @@ class HTTPReply:
     unmapped: int  # positions whose token could not be mapped to an id
 
 
+def sampling_fields(model: str, sampling: Sampling, seed: int | None) -> dict[str, Any]:
+    """What every generation request sends: the model and how to sample."""
+    return {
+        "model": model,
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "seed": seed,
+    }
+
+
+def chat_fields(turns: list[dict[str, Any]], top_k: int) -> dict[str, Any]:
+    """A chat request's messages, and its top-k logprobs when asked for."""
+    fields: dict[str, Any] = {"messages": turns}
+    if top_k:
+        fields |= {"logprobs": True, "top_logprobs": top_k}
+    return fields
+
+
 class HTTPTeacher:
     """Talks to one model on an OpenAI-compatible server."""
 
@@ -165,22 +184,13 @@ class HTTPTeacher:
             from retort.teachers.decoding import derive_seed  # decoding imports torch
 
             seed = derive_seed(sampling.seed, prompt_ids)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": seed,
-            "return_tokens_as_token_ids": True,  # vLLM / retort serve; others ignore it
-        }
+        body = sampling_fields(self.model, sampling, seed)
+        body["return_tokens_as_token_ids"] = True  # vLLM / retort serve; others ignore it
         if self.endpoint == "completions":
             body["prompt"] = prompt_ids
             body["logprobs"] = top_k if top_k else None
         else:
-            body["messages"] = turns
-            if top_k:
-                body["logprobs"] = True
-                body["top_logprobs"] = top_k
+            body |= chat_fields(turns, top_k)
         return body
 
     def score_body(self, sequence: list[int], top_k: int) -> dict[str, Any]:

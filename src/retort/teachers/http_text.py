@@ -28,10 +28,12 @@ import httpx
 from retort.errors import ConfigError, TeacherError
 from retort.teachers.http import (
     RequestFailed,
+    chat_fields,
     check_probe_topk,
     complete_topk,
     finish_reason_of,
     post_for_choices,
+    sampling_fields,
     served_logprob,
     served_revision,
 )
@@ -134,18 +136,7 @@ class TextHTTPTeacher:
             from retort.teachers.decoding import derive_seed  # decoding imports torch
 
             seed = derive_seed(sampling.seed, turns)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": turns,
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": seed,
-        }
-        if top_k:
-            body["logprobs"] = True
-            body["top_logprobs"] = top_k
-        return body
+        return sampling_fields(self.model, sampling, seed) | chat_fields(turns, top_k)
 
     async def complete(
         self, client: httpx.AsyncClient, body: dict[str, Any], score_from: int | None = None

@@ -75,6 +75,11 @@ def distill(
     progress = progress or Silent()
     run_dir = Path(config.out)
     _check_run_dir(run_dir, config, resume)
+    if "teacher" in config.fsdp and config.live_top_k:
+        raise ConfigError(
+            "--fsdp teacher: the live cross-tokenizer teacher (--live-top-k) is not sharded "
+            "yet; drop 'teacher' from --fsdp (or shard the student alone)"
+        )
     if config.fsdp and _launched_processes() == 1:
         raise ConfigError(
             f"--fsdp {','.join(config.fsdp)}: one process has nothing to shard over; start "
