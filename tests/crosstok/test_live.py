@@ -50,7 +50,7 @@ def test_the_live_teacher_gives_each_completion_token_its_logprob_and_top_k_of_a
     scorer = LiveTeacherTargets.of(teacher.model, teacher.tokenizer, student_tokenizer, top_k=5)
     table = vocab_bytes(teacher.tokenizer).table
     for row in rows:
-        got = scorer.teacher_tokens(row, table)
+        got = scorer.teacher_tokens(row)
         prompt = render_prompt(teacher.tokenizer, json.loads(row["messages"]))
         completion = teacher.tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
         with torch.no_grad():

@@ -14,7 +14,6 @@ a 262k-vocabulary teacher holds ``completion tokens × 262k`` floats once, never
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +26,6 @@ from retort.teachers.chat import render_prompt
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class LiveTeacherTargets:
@@ -37,6 +34,7 @@ class LiveTeacherTargets:
 
     model: PreTrainedModel
     teacher_tokenizer: PreTrainedTokenizerBase
+    teacher_table: list[bytes | None]  # the bytes of each teacher token (read once: 262k)
     student_vocab: VocabBytes
     top_k: int
     counts: AlignmentCounts = field(default_factory=AlignmentCounts)
@@ -50,7 +48,8 @@ class LiveTeacherTargets:
         student_tokenizer: PreTrainedTokenizerBase,
         top_k: int,
     ) -> LiveTeacherTargets:
-        return cls(model, teacher_tokenizer, vocab_bytes(student_tokenizer), top_k)
+        teacher_table = vocab_bytes(teacher_tokenizer).table
+        return cls(model, teacher_tokenizer, teacher_table, vocab_bytes(student_tokenizer), top_k)
 
     def place(self, device: torch.device) -> None:
         """Inference only, on ``device``: eval mode, no gradients."""
@@ -60,33 +59,23 @@ class LiveTeacherTargets:
     def scored(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``rows`` (in the student's tokens, with ``messages`` and ``completion`` text) with
         the teacher's targets on their completion positions, as a text store's rows get them."""
-        table = vocab_bytes(self.teacher_tokenizer).table
         out = []
         for row in rows:
-            teacher = self.teacher_tokens(row, table)
+            teacher = self.teacher_tokens(row)
             targets, counts = position_targets(
                 teacher, row["completion_token_ids"], self.student_vocab, row["completion"] or ""
             )
             self.counts.add(counts)
-            out.append(
-                {
-                    **row,
-                    "topk_ids": targets.topk_ids,
-                    "topk_logprobs": targets.topk_logprobs,
-                    "uld_head": targets.uld_head,
-                    "uld_logprobs": targets.uld_logprobs,
-                    "uld_chain": targets.uld_chain,
-                }
-            )
+            out.append({**row, **targets.row_fields()})
         self.rows_scored += len(rows)
         return out
 
     @torch.no_grad()
-    def teacher_tokens(self, row: dict[str, Any], table: list[bytes | None]) -> TeacherTokens:
+    def teacher_tokens(self, row: dict[str, Any]) -> TeacherTokens:
         """The teacher's own tokens of the row's completion, each with its exact logprob and
         the top-k there (special tokens, which spell no bytes, left out of the top-k: they
         join the tail bucket)."""
-        tokenizer = self.teacher_tokenizer
+        tokenizer, table = self.teacher_tokenizer, self.teacher_table
         prompt_ids = render_prompt(tokenizer, json.loads(row["messages"]))
         completion_ids = tokenizer(row["completion"] or "", add_special_tokens=False)["input_ids"]
         if not completion_ids:

@@ -49,6 +49,16 @@ class PositionTargets:
     uld_logprobs: list[list[float]]  # at a group's first position: the teacher's sorted top-k
     uld_chain: list[float]  # at a group's first position: log P(teacher's other tokens)
 
+    def row_fields(self) -> dict[str, list]:
+        """The targets as a training row's columns (what ``examples_from_rows`` reads)."""
+        return {
+            "topk_ids": self.topk_ids,
+            "topk_logprobs": self.topk_logprobs,
+            "uld_head": self.uld_head,
+            "uld_logprobs": self.uld_logprobs,
+            "uld_chain": self.uld_chain,
+        }
+
 
 @dataclass
 class AlignmentCounts:

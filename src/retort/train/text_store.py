@@ -108,13 +108,7 @@ def _add_aligned_topk(
             row["completion"] or "",
         )
         counts.add(row_counts)
-        row.update(
-            topk_ids=targets.topk_ids,
-            topk_logprobs=targets.topk_logprobs,
-            uld_head=targets.uld_head,
-            uld_logprobs=targets.uld_logprobs,
-            uld_chain=targets.uld_chain,
-        )
+        row.update(targets.row_fields())
     log_alignment(counts)
 
 
