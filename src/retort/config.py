@@ -141,7 +141,15 @@ class DistillConfig(_Strict):
 
     data: Path = Field(description="Store written by `retort generate`.")
     out: Path = Field(description="Run folder: checkpoints, metrics.jsonl, config.yaml, final/.")
-    student: str = Field(description="`prune:N` (N layers of the teacher) or a model spec.")
+    student: str = Field(
+        description="`prune:N` (N layers of the teacher; more in docs/distill.md: "
+        "prune:N:importance, mlp=M, heads=H) or a model spec."
+    )
+    prune_calibration: int = Field(
+        64,
+        ge=1,
+        description="prune:...:importance and width pruning: store rows to measure importance on.",
+    )
     teacher: str | None = Field(
         None, description="Model spec; needed by online, hidden_weight > 0 and prune:N students."
     )

@@ -25,9 +25,9 @@ def test_prune_outside_one_to_layers_minus_one_is_refused(keep):
 
 
 def test_prune_spec_needs_a_number():
-    assert parse_prune_spec("prune:3") == 3
+    assert parse_prune_spec("prune:3").layers == 3
     assert parse_prune_spec("some/model") is None
-    with pytest.raises(ModelError, match="whole number"):
+    with pytest.raises(ModelError, match="'three' is not a pruning part"):
         parse_prune_spec("prune:three")
 
 

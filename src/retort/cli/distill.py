@@ -30,7 +30,12 @@ def distill(
     data: Annotated[Path | None, typer.Option(help="Store written by `retort generate`.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder to write.")] = None,
     student: Annotated[
-        str | None, typer.Option(help="`prune:N` (N teacher layers) or a model spec.")
+        str | None,
+        typer.Option(
+            help="A model spec, or a prune of the teacher: prune:N (N evenly spaced layers), "
+            "prune:N:importance (the N with most Block Influence on store rows), with "
+            ":mlp=M and :heads=H to prune width (docs/distill.md)."
+        ),
     ] = None,
     teacher: Annotated[
         str | None,

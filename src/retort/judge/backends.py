@@ -155,16 +155,16 @@ def open_chat(
     if served_model:
         raise ConfigError(f"{flag}-model {served_model}: only for a served {flag} (http(s)://…/v1)")
     if spec not in loaded:
-        keep = parse_prune_spec(spec)
-        if keep is not None:
+        pruning = parse_prune_spec(spec)
+        if pruning is not None:
             if base is None:
                 raise ConfigError(
                     f"{flag} {spec}: pruning needs a local model to prune; give --teacher SPEC "
                     "(or a local --judge, which is pruned by default)"
                 )
-            from retort.models.pruning import prune_layers
+            from retort.models.pruning import prune
 
-            loaded[spec] = LocalTeacher(prune_layers(base.model, keep), base.tokenizer)
+            loaded[spec] = LocalTeacher(prune(base.model, pruning), base.tokenizer)
         else:
             loaded[spec] = LocalTeacher.load(spec)
     return LocalChat(loaded[spec], spec, batch_size)

@@ -1,4 +1,5 @@
-"""A student from a spec: ``prune:N`` of the teacher, a distill run folder, or a model spec."""
+"""A student from a spec: a ``prune:`` of the teacher (models/pruning.py), a distill run
+folder, or a model spec."""
 
 from __future__ import annotations
 
@@ -6,21 +7,24 @@ from typing import TYPE_CHECKING, Any
 
 from retort.errors import ModelError
 from retort.models.loading import load_model, load_tokenizer, resolve
-from retort.models.pruning import parse_prune_spec, prune_layers
+from retort.models.pruning import parse_prune_spec, prune
 from retort.models.vocab import shared_vocab_size
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-def load_student(spec: str, teacher: Any | None) -> tuple[PreTrainedModel, Any]:
+def load_student(
+    spec: str, teacher: Any | None, calibration: list[list[int]] | None = None
+) -> tuple[PreTrainedModel, Any]:
     """``(model, tokenizer)``. With a teacher (a ``LocalTeacher``), the student's vocabulary is
-    checked against it; ``prune:N`` needs one."""
-    keep = parse_prune_spec(spec)
-    if keep is not None:
+    checked against it; ``prune:`` needs one, and importance pruning ``calibration`` sequences
+    in the teacher's tokens."""
+    pruning = parse_prune_spec(spec)
+    if pruning is not None:
         if teacher is None:
             raise ModelError(f"--student {spec}: pruning needs the teacher; pass --teacher")
-        return prune_layers(teacher.model, keep), teacher.tokenizer
+        return prune(teacher.model, pruning, calibration), teacher.tokenizer
     source = resolve(spec)  # a run folder resolves to its final/ (merged/ for LoRA)
     model, tokenizer = load_model(source), load_tokenizer(source)
     if teacher is not None:

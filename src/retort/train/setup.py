@@ -18,6 +18,7 @@ from retort.crosstok.live import LiveTeacherTargets
 from retort.crosstok.token_store import token_rows_as_text
 from retort.errors import ConfigError, ModelError, StoreError
 from retort.losses import HiddenProjector, default_layer_map
+from retort.models.importance import calibration_sequences
 from retort.models.loading import load_tokenizer, resolve
 from retort.models.lora import add_lora
 from retort.models.pruning import parse_prune_spec
@@ -110,17 +111,19 @@ def assemble(
                 f"that made {config.data}; give the teacher's own tokenizer"
             )
 
-    keep = parse_prune_spec(config.student)
+    pruning = parse_prune_spec(config.student)
+    keep = pruning is not None
     plan = ForwardPlan.of(config)
-    if teacher is None and (plan.needs_teacher or keep is not None or live):
+    if teacher is None and (plan.needs_teacher or keep or live):
         teacher = LocalTeacher.load(config.teacher)
     if student is None:
+        calibration = None
+        if pruning is not None and pruning.needs_calibration:
+            calibration = _calibration(config, store, rows, teacher)
         # The vocabulary check against the teacher happens below, for given students too.
-        student, tokenizer = load_student(config.student, teacher if keep is not None else None)
+        student, tokenizer = load_student(config.student, teacher if keep else None, calibration)
     else:
-        tokenizer = (
-            teacher.tokenizer if keep is not None else load_tokenizer(resolve(config.student))
-        )
+        tokenizer = teacher.tokenizer if keep else load_tokenizer(resolve(config.student))
 
     student_rows = student.get_input_embeddings().weight.shape[0]
     vocab_size = student_rows
@@ -172,6 +175,21 @@ def assemble(
     )
 
 
+def _calibration(
+    config: DistillConfig, store: Store, rows: list[dict[str, Any]], teacher: LocalTeacher
+) -> list[list[int]]:
+    """Rows of the store in the teacher's tokens, to measure a pruned student's importance on."""
+    same_tokens = not store.is_text and tokenizer_hash(teacher.tokenizer) == store.fingerprint.get(
+        "tokenizer_sha256"
+    )
+    if not same_tokens:  # a text store, or another tokenizer's: its text in the teacher's tokens
+        text_rows = (
+            rows if store.is_text else token_rows_as_text(rows, _store_tokenizer(config, store))
+        )
+        rows = rows_in_student_tokens(text_rows, teacher.tokenizer, config.data)
+    return calibration_sequences(rows, config.prune_calibration, config.max_seq_len, config.data)
+
+
 def _store_tokenizer(config: DistillConfig, store: Store) -> PreTrainedTokenizerBase:
     """The tokenizer of the teacher that made a token store (checked against its hash)."""
     tokenizer = load_tokenizer(resolve(config.teacher))
@@ -203,7 +221,13 @@ def _hidden_matching(
 ) -> tuple[list[int], HiddenProjector]:
     student_layers = student.config.num_hidden_layers
     teacher_layers = teacher.config.num_hidden_layers
-    layer_map = config.layer_map or default_layer_map(student_layers, teacher_layers)
+    # a pruned student's layers are copies of known teacher layers: match each to its original
+    pruned_from = (getattr(student.config, "retort_pruned", None) or {}).get("layers")
+    layer_map = (
+        config.layer_map
+        or ([i + 1 for i in pruned_from] if pruned_from else None)
+        or default_layer_map(student_layers, teacher_layers)
+    )
     if len(layer_map) != student_layers or not all(1 <= t <= teacher_layers for t in layer_map):
         raise ConfigError(
             f"layer_map: give {student_layers} teacher layers (1..{teacher_layers}), one per "

@@ -1,0 +1,165 @@
+"""Width pruning: fewer MLP channels and attention heads per layer, kept by importance.
+
+The result is the same architecture with a smaller ``intermediate_size`` and
+``num_attention_heads`` in its config, so ``from_pretrained`` loads it like any other model.
+``head_dim`` is written into the config because ``hidden_size / heads`` no longer gives it.
+With grouped-query attention each query head reads the key/value head of its group
+(``repeat_kv``: query head ``i`` reads key/value head ``i // (heads / groups)``), so heads go in
+one of two ways: the same number of query heads from every group, all key/value heads kept
+(``heads`` a multiple of the groups, preferred: keys and values are the cheap part); or whole
+groups, their key/value head with them (``heads`` a multiple of the group size; the only way
+for plain multi-head attention, where each group is one head).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+
+from retort.errors import ModelError
+from retort.models.importance import WidthScores, attention_head_dim, decoder_layers
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+def check_width(model: PreTrainedModel, mlp: int | None, heads: int | None, spec: str) -> None:
+    """Refuse widths the model cannot take, naming what it allows."""
+    config = model.config
+    if mlp is not None and not 1 <= mlp <= config.intermediate_size:
+        raise ModelError(
+            f"--student {spec}: mlp={mlp}; keep between 1 and the teacher's "
+            f"{config.intermediate_size} MLP channels"
+        )
+    if heads is not None:
+        total, groups = config.num_attention_heads, _groups(config)
+        size = total // groups
+        allowed = sorted({h for h in range(1, total + 1) if h % groups == 0 or h % size == 0})
+        if heads not in allowed:
+            raise ModelError(
+                f"--student {spec}: heads={heads} does not fit the teacher's {groups} key/value "
+                f"groups of {size} heads (hidden size {config.hidden_size}); use one of "
+                f"{', '.join(map(str, allowed))}"
+            )
+
+
+def prune_width(
+    model: PreTrainedModel, scores: WidthScores, mlp: int | None, heads: int | None
+) -> PreTrainedModel:
+    """A new model keeping, in each layer, the ``mlp`` channels and ``heads`` query heads with
+    the highest scores (``None``: keep all)."""
+    config = copy.deepcopy(model.config)
+    head_dim = attention_head_dim(model)
+    groups = _groups(config)
+    kept_channels = [_top(score, mlp or config.intermediate_size) for score in scores.mlp]
+    kept_heads = [_kept_heads(score, heads, groups) for score in scores.heads]
+    config.intermediate_size = mlp or config.intermediate_size
+    config.num_attention_heads = heads or config.num_attention_heads
+    config.num_key_value_heads = len(kept_heads[0][1])
+    config.head_dim = head_dim
+    student = type(model)(config).to(model.dtype)
+
+    layers = decoder_layers(model)
+    prefix = _layers_prefix(model, layers)
+    state = {}
+    for key, value in model.state_dict().items():
+        index, name = _split(key, prefix)
+        if index is None:
+            state[key] = value.clone()
+            continue
+        channels = kept_channels[index]
+        query, key_value = (_head_columns(h, head_dim) for h in kept_heads[index])
+        if name in (
+            "mlp.gate_proj.weight",
+            "mlp.up_proj.weight",
+            "mlp.gate_proj.bias",
+            "mlp.up_proj.bias",
+        ):
+            value = value[channels]
+        elif name == "mlp.down_proj.weight":
+            value = value[:, channels]
+        elif name in ("self_attn.q_proj.weight", "self_attn.q_proj.bias"):
+            value = value[query]
+        elif name in _KEY_VALUE:
+            value = value[key_value]
+        elif name == "self_attn.o_proj.weight":
+            value = value[:, query]
+        state[key] = value.clone()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight")}
+    if set(missing) - tied or unexpected:
+        raise ModelError(
+            f"{type(model).__name__}: width pruning could not map its weights "
+            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})"
+        )
+    if tied:
+        student.tie_weights()
+    return student
+
+
+_CHANNEL_ROWS = (
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.gate_proj.bias",
+    "mlp.up_proj.bias",
+)
+_KEY_VALUE = (
+    "self_attn.k_proj.weight",
+    "self_attn.k_proj.bias",
+    "self_attn.v_proj.weight",
+    "self_attn.v_proj.bias",
+)
+
+
+def _top(score: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices of the ``keep`` highest scores, in their original order."""
+    return torch.topk(score, keep).indices.sort().values
+
+
+def _kept_heads(score: torch.Tensor, heads: int | None, groups: int) -> tuple[list[int], list[int]]:
+    """``(query heads, key/value heads)`` kept, in order (see the module docstring)."""
+    total = score.numel()
+    size = total // groups
+    if heads is None or heads == total:
+        return list(range(total)), list(range(groups))
+    by_group = score.view(groups, size)
+    if heads % groups == 0:  # the best heads / groups of every group
+        kept = [(_top(by_group[g], heads // groups) + g * size).tolist() for g in range(groups)]
+        return [h for group in kept for h in group], list(range(groups))
+    chosen = _top(by_group.sum(1), heads // size).tolist()  # whole groups, by their heads' sum
+    return [g * size + h for g in chosen for h in range(size)], chosen
+
+
+def _config_takes(config, heads: int) -> bool:
+    """Whether the model's config class accepts ``heads`` (Llama's wants them to divide
+    ``hidden_size``, though ``head_dim`` is given)."""
+    try:
+        type(config).from_dict(config.to_dict() | {"num_attention_heads": heads})
+    except ValueError:
+        return False
+    return True
+
+
+def _groups(config) -> int:
+    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+
+
+def _head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
+    return torch.tensor([h * head_dim + d for h in heads for d in range(head_dim)])
+
+
+def _layers_prefix(model: PreTrainedModel, layers: torch.nn.ModuleList) -> str:
+    for name, module in model.named_modules():
+        if module is layers:
+            return name + "."
+    raise ModelError(f"{type(model).__name__}: decoder layers not found by name")
+
+
+def _split(key: str, prefix: str) -> tuple[int | None, str]:
+    """``model.layers.3.mlp.up_proj.weight`` → ``(3, "mlp.up_proj.weight")``."""
+    if not key.startswith(prefix):
+        return None, key
+    index, _, name = key[len(prefix) :].partition(".")
+    return int(index), name
