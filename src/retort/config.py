@@ -234,6 +234,11 @@ class DistillConfig(_Strict):
     batch_size: int = Field(8, ge=1, description="Sequences per micro-batch per process.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     max_seq_len: int = Field(512, ge=8, description="Longer rows are cut (completion end).")
+    pack: bool = Field(
+        True,
+        description="Pack each micro-batch's examples into as few rows as its longest allows "
+        "(no compute on padding; the same losses); false: one padded row per example.",
+    )
     max_grad_norm: float = Field(1.0, gt=0.0)
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no")
     save_every: int = Field(50, ge=1, description="Checkpoint every N steps (and at the end).")

@@ -48,10 +48,8 @@ def hosted_reply(tokenizer, table):
     return {"choices": [choice], "usage": {"prompt_tokens": 9, "completion_tokens": len(ids)}}
 
 
-@pytest.fixture(scope="module")
-def gemma_text_store(tmp_path_factory, gemma_tokenizer):
-    folder = tmp_path_factory.mktemp("gemma-text-store")
-    records = [json.loads(line) for line in PROMPTS.read_text().splitlines()[:8]]
+def hosted_store(folder, records, gemma_tokenizer):
+    """A text store of ``records`` captured from a hosted teacher that answers ANSWER."""
     prompts = write_jsonl(folder / "prompts.jsonl", records)
     reply = hosted_reply(gemma_tokenizer, vocab_bytes(gemma_tokenizer))
     with FaultServer(lambda body: ("ok", reply)) as url:
@@ -65,8 +63,14 @@ def gemma_text_store(tmp_path_factory, gemma_tokenizer):
             max_new_tokens=32,
         )
         result = generate(config)
-    assert result.written == 8 and result.store.is_text
+    assert result.written == len(records) and result.store.is_text
     return folder / "store"
+
+
+@pytest.fixture(scope="module")
+def gemma_text_store(tmp_path_factory, gemma_tokenizer):
+    records = [json.loads(line) for line in PROMPTS.read_text().splitlines()[:8]]
+    return hosted_store(tmp_path_factory.mktemp("gemma-text-store"), records, gemma_tokenizer)
 
 
 def cross(data, student, out, **overrides) -> DistillConfig:
@@ -122,3 +126,22 @@ def test_a_local_teachers_token_store_distills_into_another_tokenizer_through_it
     anyway = cross(tiny_store, tiny_model_dir, tmp_path / "w2", **wrong, allow_other_teacher=True)
     with pytest.raises(ModelError, match="not the one that made"):
         distill(anyway)
+
+
+def test_packed_cross_tokenizer_batches_give_the_padded_losses(
+    gemma_tokenizer, other_tokenizer_model_dir, tmp_path
+):
+    # ULD groups point at positions inside their row: packing moves them with their example.
+    # Short prompts beside long ones, so that batches of 4 do pack.
+    long = [json.loads(line) for line in PROMPTS.read_text().splitlines()[:4]]
+    short = [{"id": f"short-{i}", "prompt": word} for i, word in enumerate(("Hi", "Why?", "2+2"))]
+    store = hosted_store(tmp_path, [*long, *short], gemma_tokenizer)
+    logs = {}
+    for pack in (True, False):
+        config = cross(store, other_tokenizer_model_dir, tmp_path / f"{pack}", max_steps=4)
+        run = distill(config.model_copy(update={"pack": pack, "batch_size": 4})).run_dir
+        logs[pack] = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    for packed, padded in zip(logs[True], logs[False], strict=True):
+        for name in ("loss", "kd", "uld", "ce"):
+            assert packed[name] == pytest.approx(padded[name], rel=2e-5), name
+    assert sum(r["padding"] for r in logs[True]) < sum(r["padding"] for r in logs[False])

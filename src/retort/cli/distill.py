@@ -91,6 +91,14 @@ def distill(
             show_default=_shown("kd_rescale"), help="Scale KD to the running magnitude of CE."
         ),
     ] = None,
+    pack: Annotated[
+        bool | None,
+        typer.Option(
+            "--pack/--no-pack",
+            show_default=_shown("pack"),
+            help="Pack each micro-batch's examples into shared rows: no compute on padding.",
+        ),
+    ] = None,
     lora: Annotated[
         str | None,
         typer.Option(help="Train a LoRA adapter: `r=16,alpha=32,targets=q_proj,v_proj`."),
@@ -225,6 +233,7 @@ def distill(
         "alpha": alpha,
         "hidden_weight": hidden_weight,
         "kd_rescale": kd_rescale,
+        "pack": pack,
         "lora": parse_lora(lora) if lora else None,
         "fsdp": [name.strip() for name in fsdp.split(",") if name.strip()] if fsdp else None,
         "max_steps": max_steps,

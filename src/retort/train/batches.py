@@ -22,6 +22,7 @@ class MicroBatch:
     tensors: dict[str, torch.Tensor]
     sampled: bool = False
     teacher_logprob: float | None = None
+    sequence_tokens: int = 0  # tokens of its examples (the rest of its positions are padding)
 
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class StepBatches:
         self.eos_ids = eos_ids(parts.student, parts.tokenizer)
         self.rank, self.world = rank, world
         self.vocab_size = parts.vocab_size
+        self.pack = parts.pack
 
     def of_step(self, step: int, student: PreTrainedModel) -> list[MicroBatch]:
         config = self.config
@@ -95,8 +97,9 @@ class StepBatches:
             teacher_logprob = None
             if sampled and self.scorer is not None:
                 teacher_logprob = self._score_remotely(chosen)
-            tensors = collate(chosen, self.pad_id, self.top_k, uld=self.uld)
-            micro_batches.append(MicroBatch(tensors, sampled, teacher_logprob))
+            tensors = collate(chosen, self.pad_id, self.top_k, uld=self.uld, pack=self.pack)
+            real = sum(len(e.input_ids) for e in chosen)
+            micro_batches.append(MicroBatch(tensors, sampled, teacher_logprob, real))
         return micro_batches
 
     def _score_live(self, examples: list[Example]) -> list[Example]:

@@ -133,13 +133,23 @@ def _check_topk(
 
 
 def collate(
-    examples: list[Example], pad_id: int, top_k: int = 0, uld: bool = False
+    examples: list[Example],
+    pad_id: int,
+    top_k: int = 0,
+    uld: bool = False,
+    pack: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels`` (B, L), and when
     ``top_k`` > 0, ``topk_ids`` (B, L, k) int64 and ``topk_logprobs`` (B, L, k) float32.
     With ``uld`` (cross_tokenizer) also ``uld_head`` (B, L) int64 (-1, or the sequence position
     of the group's first token), ``uld_logprobs`` (B, L, k) (``-inf`` filler) and ``uld_chain``
     (B, L).
+
+    With ``pack`` the examples share rows (``pack_rows``): fewer rows of the same width L, and
+    ``position_ids`` restarting at 0 for each example in place of ``attention_mask``, from
+    which transformers builds attention that keeps packed examples apart. The first label of
+    each example is ignored, as the shift drops it from an unpacked row: no position predicts
+    across two examples.
 
     Positions without teacher data (prompt, padding, completion tokens with an empty or no
     top-k) hold ids 0..k-1 with logprobs all ``-inf``: ``losses.sparse`` reads that as "no
@@ -149,7 +159,8 @@ def collate(
     which join the tail bucket exactly as if they were not listed.
     """
     width = max(len(e.input_ids) for e in examples)
-    batch = len(examples)
+    places = pack_rows([len(e.input_ids) for e in examples], width) if pack else None
+    batch = len(examples) if places is None else 1 + max(row for row, _ in places)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
     labels = torch.full((batch, width), IGNORE, dtype=torch.long)
@@ -158,37 +169,82 @@ def collate(
         topk_ids = torch.arange(top_k).expand(batch, width, top_k).clone()
         topk_logprobs = torch.full((batch, width, top_k), -math.inf)
     for i, example in enumerate(examples):
+        row, start = (i, 0) if places is None else places[i]
         n = len(example.input_ids)
-        input_ids[i, :n] = torch.tensor(example.input_ids)
-        attention_mask[i, :n] = 1
-        labels[i, :n] = torch.tensor(example.labels)
+        span = slice(start, start + n)
+        input_ids[row, span] = torch.tensor(example.input_ids)
+        attention_mask[row, span] = 1
+        labels[row, span] = torch.tensor(example.labels)
+        labels[row, start] = IGNORE  # never a target: no earlier position of its own predicts it
         if top_k and example.topk_ids:
-            _place_topk(topk_ids[i], topk_logprobs[i], example, top_k)
-    out.update(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+            _place_topk(topk_ids[row, span], topk_logprobs[row, span], example, top_k)
+    out.update(input_ids=input_ids, labels=labels)
+    if places is None:
+        out["attention_mask"] = attention_mask
+    else:
+        out["position_ids"] = _packed_positions(examples, places, batch, width)
     if top_k:
         out.update(topk_ids=topk_ids, topk_logprobs=topk_logprobs)
     if uld:
-        out.update(_collate_uld(examples, width, top_k))
+        out.update(_collate_uld(examples, batch, width, top_k, places))
     return out
 
 
-def _collate_uld(examples: list[Example], width: int, top_k: int) -> dict[str, torch.Tensor]:
-    batch = len(examples)
-    heads = torch.full((batch, width), -1, dtype=torch.long)
-    logprobs = torch.full((batch, width, max(top_k, 1)), -math.inf)
-    chain = torch.zeros((batch, width))
+def pack_rows(lengths: list[int], width: int) -> list[tuple[int, int]]:
+    """``(row, start)`` of each sequence, packed first-fit by decreasing length into rows of
+    ``width`` tokens (the longest sequence's length, so no row is wider than padding makes it,
+    and attention costs at most what it did padded)."""
+    places: list[tuple[int, int]] = [(0, 0)] * len(lengths)
+    used: list[int] = []  # tokens taken in each row so far
+    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        row = next((r for r, taken in enumerate(used) if taken + lengths[index] <= width), None)
+        if row is None:
+            row = len(used)
+            used.append(0)
+        places[index] = (row, used[row])
+        used[row] += lengths[index]
+    return places
+
+
+def _packed_positions(
+    examples: list[Example], places: list[tuple[int, int]], rows: int, width: int
+) -> torch.Tensor:
+    """Positions restarting at 0 at each example; a row's padded tail counts as one more
+    sequence of its own (its own 0, 1, ...), so no example attends to padding."""
+    positions = torch.zeros((rows, width), dtype=torch.long)
+    ends = [0] * rows
+    for example, (row, start) in zip(examples, places, strict=True):
+        n = len(example.input_ids)
+        positions[row, start : start + n] = torch.arange(n)
+        ends[row] = max(ends[row], start + n)
+    for row, end in enumerate(ends):
+        positions[row, end:] = torch.arange(width - end)
+    return positions
+
+
+def _collate_uld(
+    examples: list[Example],
+    rows: int,
+    width: int,
+    top_k: int,
+    places: list[tuple[int, int]] | None,
+) -> dict[str, torch.Tensor]:
+    heads = torch.full((rows, width), -1, dtype=torch.long)
+    logprobs = torch.full((rows, width, max(top_k, 1)), -math.inf)
+    chain = torch.zeros((rows, width))
     for i, example in enumerate(examples):
         if example.uld_head is None:
             continue
-        start = example.prompt_length
+        row, begin = (i, 0) if places is None else places[i]
+        start = begin + example.prompt_length
         for offset, head in enumerate(example.uld_head):
             if head < 0:
                 continue
-            heads[i, start + offset] = start + head
+            heads[row, start + offset] = start + head
             if head == offset:
                 values = example.uld_logprobs[offset][:top_k]
-                logprobs[i, start + offset, : len(values)] = torch.tensor(values)
-                chain[i, start + offset] = example.uld_chain[offset]
+                logprobs[row, start + offset, : len(values)] = torch.tensor(values)
+                chain[row, start + offset] = example.uld_chain[offset]
     return {"uld_head": heads, "uld_logprobs": logprobs, "uld_chain": chain}
 
 

@@ -340,6 +340,8 @@ def _step_record(
     for name in TERMS:
         if name in present:
             record[name] = totals[name] / tokens
+    if totals["positions"]:  # the share of the step's compute spent on padding
+        record["padding"] = 1 - totals["sequence_tokens"] / totals["positions"]
     if totals["samples"]:
         record["sample_length"] = totals["sample_tokens"] / totals["samples"]
         record["teacher_logprob"] = totals["teacher_logprob"] / max(totals["sample_tokens"], 1)

@@ -97,7 +97,10 @@ def run_model(model: Any, batch: dict[str, torch.Tensor], logits: bool, hidden: 
     """Forward pass producing only what is asked for."""
     out = model(
         input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
+        # a packed batch has position_ids instead: transformers keeps its examples apart
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch.get("position_ids"),
+        use_cache=False,  # training never reads it, and a cache turns off packed attention
         output_hidden_states=hidden,
         logits_to_keep=0 if logits else NO_LOGITS.to(batch["input_ids"].device),
     )

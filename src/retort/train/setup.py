@@ -26,6 +26,7 @@ from retort.models.students import load_student
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
 from retort.train.objectives import LIVE_TEACHER, ForwardPlan, fused_head_matches
+from retort.train.packing import packing_for
 from retort.train.remote_teacher import RemoteScorer
 from retort.train.text_store import refuse_teacher_objectives, rows_in_student_tokens
 
@@ -52,6 +53,7 @@ class RunParts:
     projector: HiddenProjector | None
     scorer: RemoteScorer | None = None  # an HTTP teacher grading on-policy samples
     live: LiveTeacherTargets | None = None  # cross_tokenizer: the teacher scoring each batch
+    pack: bool = False  # micro-batches packed (config.pack, where the models keep examples apart)
 
 
 def assemble(
@@ -152,6 +154,10 @@ def assemble(
     layer_map, projector = None, None
     if config.hidden_weight > 0:
         layer_map, projector = _hidden_matching(config, student, teacher.model)
+    # before LoRA wraps the student: the probe runs the plain model
+    pack = packing_for(
+        config.pack, {"student": student, "teacher": teacher.model if plan.needs_teacher else None}
+    )
     if config.lora is not None:
         student = add_lora(student, config.lora, seed=config.seed)
     live_targets = None
@@ -172,6 +178,7 @@ def assemble(
         projector,
         scorer,
         live_targets,
+        pack,
     )
 
 

@@ -20,7 +20,15 @@ from retort.train.objectives import ForwardPlan, compute_terms, run_model, teach
 
 TERMS = ("ce", "kd", "hidden", "captured_mass", "uld")
 # Sums kept per step (and added over processes) to log per-token or per-sample means.
-SUMS = ("loss", *TERMS, "teacher_logprob", "sample_tokens", "samples")
+SUMS = (
+    "loss",
+    *TERMS,
+    "teacher_logprob",
+    "sample_tokens",
+    "samples",
+    "positions",  # every position computed (rows × width)
+    "sequence_tokens",  # the positions holding an example's token, not padding
+)
 
 
 class StepRunner:
@@ -75,6 +83,8 @@ class StepRunner:
             )
             accelerator.backward(terms.loss / global_tokens * accelerator.num_processes)
             sums["loss"] += float(terms.loss.detach())
+            sums["positions"] += micro_batch.tensors["input_ids"].numel()
+            sums["sequence_tokens"] += micro_batch.sequence_tokens
             for name in TERMS:
                 value = getattr(terms, name)
                 if value is not None:

@@ -1,0 +1,121 @@
+"""Packed micro-batches: fewer rows, no compute on padding, and the same training.
+
+Packing only moves examples: every loss of every step must equal the padded run's (to float
+summation order), for every objective, and a model that would attend across packed examples
+must be caught before training and trained on padded batches instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from retort.config import DistillConfig
+from retort.train.data import IGNORE, collate, examples_from_rows, pack_rows
+from retort.train.loop import distill
+from retort.train.packing import keeps_packed_examples_apart, packing_for
+from tests.conftest import build_tiny_model
+
+
+def rows_of(lengths, prompt=2):
+    return [
+        {
+            "id": f"r{i}",
+            "prompt_token_ids": list(range(1, prompt + 1)),
+            "completion_token_ids": [10 + i] * (n - prompt),
+            "topk_ids": [[10 + i, 7]] * (n - prompt),
+            "topk_logprobs": [[-0.1, -2.4]] * (n - prompt),
+        }
+        for i, n in enumerate(lengths)
+    ]
+
+
+def test_rows_are_filled_first_fit_by_decreasing_length_within_the_longest():
+    # 10 fills row 0; 7 and 6 open rows 1 and 2; 4 fits beside 6, 3 beside 7
+    assert pack_rows([10, 4, 6, 3, 7], 10) == [(0, 0), (2, 6), (2, 0), (1, 7), (1, 0)]
+    assert pack_rows([5, 5], 5) == [(0, 0), (1, 0)]  # nothing fits beside the longest
+
+
+def test_a_packed_batch_holds_each_example_where_the_padded_one_does_shifted_along_its_row():
+    examples = examples_from_rows(rows_of([9, 4, 5]), 64)
+    padded = collate(examples, pad_id=0, top_k=2)
+    packed = collate(examples, pad_id=0, top_k=2, pack=True)
+    assert padded["input_ids"].shape == (3, 9) and packed["input_ids"].shape == (2, 9)
+    assert "attention_mask" not in packed
+    assert packed["position_ids"].tolist() == [list(range(9)), [0, 1, 2, 3, 4, 0, 1, 2, 3]]
+    for index, (row, start) in enumerate(pack_rows([9, 4, 5], 9)):
+        n = len(examples[index].input_ids)
+        for name in ("input_ids", "labels", "topk_ids", "topk_logprobs"):
+            got = packed[name][row, start : start + n]
+            torch.testing.assert_close(got, padded[name][index, :n])
+    assert (packed["labels"][1, 5] == IGNORE).all()  # no position predicts across examples
+
+
+def test_an_example_without_a_prompt_is_never_predicted_from_the_one_before_it():
+    rows = rows_of([6, 3, 3], prompt=0)  # the two short ones share row 1
+    packed = collate(examples_from_rows(rows, 64), pad_id=0, top_k=2, pack=True)
+    assert packed["labels"][1].tolist() == [IGNORE, 11, 11, IGNORE, 12, 12]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"objective": "sft"},
+        {"objective": "topk"},
+        {"objective": "online"},
+        {"objective": "online", "fused": False, "kind": "jsd"},
+        {"objective": "topk", "hidden_weight": 1.0},
+        {"objective": "on_policy", "lmbda": 0.5, "sample_max_new_tokens": 6},
+    ],
+    ids=["sft", "topk", "online-fused", "online-jsd", "hidden", "on_policy"],
+)
+def test_packed_and_padded_runs_log_the_same_losses(
+    overrides, tiny_model_dir, tiny_store, tmp_path
+):
+    logs = {}
+    for pack in (True, False):
+        config = DistillConfig(
+            data=tiny_store,
+            out=tmp_path / f"pack-{pack}",
+            student="prune:2",
+            teacher=str(tiny_model_dir),
+            max_steps=3,
+            batch_size=8,
+            learning_rate=3e-3,
+            pack=pack,
+            **overrides,
+        )
+        run = distill(config).run_dir
+        logs[pack] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for packed, padded in zip(logs[True], logs[False], strict=True):
+        assert packed["tokens"] == padded["tokens"]
+        for name in ("loss", "ce", "kd", "hidden"):
+            if name in padded:
+                assert packed[name] == pytest.approx(padded[name], rel=2e-5), name
+    assert sum(r["padding"] for r in logs[True]) < sum(r["padding"] for r in logs[False])
+
+
+class IgnoresPositions(LlamaForCausalLM):
+    """A model whose forward drops position_ids: packed examples would see each other."""
+
+    def forward(self, *args, position_ids=None, **kwargs):
+        return super().forward(*args, **kwargs)
+
+
+def test_a_model_that_would_attend_across_packed_examples_trains_on_padded_batches(
+    tiny_tokenizer, caplog
+):
+    honest = build_tiny_model(tiny_tokenizer, layers=2)
+    assert keeps_packed_examples_apart(honest)
+    leaky = IgnoresPositions(honest.config)
+    leaky.load_state_dict(honest.state_dict())
+    assert not keeps_packed_examples_apart(leaky)
+    caplog.set_level(logging.WARNING, logger="retort.train.packing")
+    assert packing_for(True, {"student": honest, "teacher": leaky}) is False
+    assert "teacher (IgnoresPositions) does not keep packed examples apart" in caplog.text
+    assert packing_for(True, {"student": honest, "teacher": None}) is True
+    assert packing_for(False, {"student": honest}) is False
