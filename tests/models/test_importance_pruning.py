@@ -203,3 +203,15 @@ def test_distill_prunes_by_importance_on_the_store_and_records_what_it_kept(
     assert final.config.intermediate_size == 48
     teacher = build_tiny_model(tiny_tokenizer)  # the tiny teacher's architecture, 4 layers
     assert final.num_parameters() < teacher.num_parameters()
+
+
+def test_width_pruning_a_model_without_llama_blocks_says_to_prune_depth():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=64))
+    with pytest.raises(
+        ModelError, match=r"width pruning needs Llama-style blocks.*GPT2LMHeadModel"
+    ):
+        prune(gpt2, parse_prune_spec("prune:mlp=16"), SEQUENCES)
+    depth = prune(gpt2, parse_prune_spec("prune:2:importance"), SEQUENCES)  # depth works
+    assert depth.config.n_layer == 2 and len(depth.config.retort_pruned["layers"]) == 2

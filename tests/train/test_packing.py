@@ -93,7 +93,7 @@ def test_packed_and_padded_runs_log_the_same_losses(
         logs[pack] = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for packed, padded in zip(logs[True], logs[False], strict=True):
         assert packed["tokens"] == padded["tokens"]
-        for name in ("loss", "ce", "kd", "hidden"):
+        for name in ("loss", "ce", "kd", "hidden", "sample_length", "teacher_logprob"):
             if name in padded:
                 assert packed[name] == pytest.approx(padded[name], rel=2e-5), name
     assert sum(r["padding"] for r in logs[True]) < sum(r["padding"] for r in logs[False])

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 def check_width(model: PreTrainedModel, mlp: int | None, heads: int | None, spec: str) -> None:
     """Refuse widths the model cannot take, naming what it allows."""
     config = model.config
+    if (mlp is not None or heads is not None) and not getattr(config, "intermediate_size", None):
+        raise ModelError(
+            f"--student {spec}: width pruning needs Llama-style blocks (intermediate_size, "
+            f"mlp.down_proj, self_attn.o_proj); {type(model).__name__} has none: prune its "
+            "depth (prune:N or prune:N:importance)"
+        )
     if mlp is not None and not 1 <= mlp <= config.intermediate_size:
         raise ModelError(
             f"--student {spec}: mlp={mlp}; keep between 1 and the teacher's "

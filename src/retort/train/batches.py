@@ -23,6 +23,7 @@ class MicroBatch:
     sampled: bool = False
     teacher_logprob: float | None = None
     sequence_tokens: int = 0  # tokens of its examples (the rest of its positions are padding)
+    examples: int = 0  # packed, rows can hold several
 
 
 if TYPE_CHECKING:
@@ -99,7 +100,9 @@ class StepBatches:
                 teacher_logprob = self._score_remotely(chosen)
             tensors = collate(chosen, self.pad_id, self.top_k, uld=self.uld, pack=self.pack)
             real = sum(len(e.input_ids) for e in chosen)
-            micro_batches.append(MicroBatch(tensors, sampled, teacher_logprob, real))
+            micro_batches.append(
+                MicroBatch(tensors, sampled, teacher_logprob, real, examples=len(chosen))
+            )
         return micro_batches
 
     def _score_live(self, examples: list[Example]) -> list[Example]:

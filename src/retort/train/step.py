@@ -91,7 +91,7 @@ class StepRunner:
                     sums[name] += float(value)
                     present.add(name)
             if micro_batch.sampled:
-                self._add_sample_sums(sums, batch, teacher_out, heads, micro_batch.teacher_logprob)
+                self._add_sample_sums(sums, batch, teacher_out, heads, micro_batch)
             sharding.release(self.teacher_model)
         return sums, present, global_tokens
 
@@ -124,9 +124,10 @@ class StepRunner:
         batch: dict[str, torch.Tensor],
         teacher_out: Any,
         heads: tuple[torch.Tensor, torch.Tensor] | None,
-        scored: float | None,
+        micro_batch: MicroBatch,
     ) -> None:
         """The student's sample lengths and the teacher's logprob of what it wrote."""
+        scored = micro_batch.teacher_logprob
         if scored is None:  # a local teacher: its forward pass has the logprobs
             head = heads[1] if heads else None
             scored = float(
@@ -136,4 +137,4 @@ class StepRunner:
             )
         sums["teacher_logprob"] += scored
         sums["sample_tokens"] += float((batch["labels"][:, 1:] != IGNORE).sum())
-        sums["samples"] += batch["labels"].shape[0]
+        sums["samples"] += micro_batch.examples
