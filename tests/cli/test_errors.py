@@ -139,6 +139,45 @@ def test_prune_out_of_range(monkeypatch, capsys, tiny_model_dir, tiny_store, tmp
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        (
+            "prune:2:fisher",
+            "'fisher' is not a pruning part; use N, even, importance, mlp=M, heads=H",
+        ),
+        ("prune:heads=3", "heads=3 does not fit the teacher's 2 key/value groups of 2 heads"),
+        ("prune:mlp=0", "'mlp=0' is not a pruning part"),
+    ],
+)
+def test_bad_pruning_specs_fail_in_one_line_before_the_run_folder_exists(
+    monkeypatch, capsys, tiny_model_dir, tiny_store, tmp_path, spec, fragment
+):
+    args = distill_args(tiny_model_dir, tiny_store, tmp_path / "run", "--student", spec)
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_line_error(code, err, f"--student {spec}: {fragment}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_importance_pruning_outside_distill_says_where_it_works(
+    monkeypatch, capsys, tiny_model_dir, tiny_store, tmp_path
+):
+    code, err = run_cli(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--teacher",
+        str(tiny_model_dir),
+        "--student",
+        "prune:2:importance",
+        "--data",
+        str(tiny_store),
+        "--out",
+        str(tmp_path / "eval"),
+    )
+    assert_one_line_error(code, err, "calibration prompts from a store; use it with retort distill")
+
+
 def test_student_with_another_tokenizer(
     monkeypatch, capsys, tiny_model_dir, tiny_store, other_tokenizer_model_dir, tmp_path
 ):

@@ -22,6 +22,7 @@ def test_dry_run_prints_the_plan_and_leaves_no_run_folder(tiny_model_dir, tiny_s
     assert result.exit_code == 0, result.output
     for line in ("trainable parameters", "tokens per step", "memory mib", "estimated minutes"):
         assert line in result.output
+    assert "packed" in result.output and "True" in result.output
     assert not out.exists()
 
 
@@ -35,6 +36,7 @@ def test_the_plan_counts_what_the_run_will_do(tiny_model_dir, tiny_store, tmp_pa
     assert plan["seconds_per_step"] > 0 and plan["memory_mib"] > 0
     # a top-k run's teacher is the store (it is loaded only to prune the student)
     assert plan["teacher"] == "the store's top-8 logprobs per token (no live teacher)"
+    assert plan["packed"] is True and plan["kept_layers"] == [0, 3]  # prune:2 of 4 layers
     with_lora = {**config.model_dump(), "lora": {"r": 2, "targets": ["q_proj"]}}
     lora = dry_run(DistillConfig(**with_lora))
     assert 0 < lora["trainable_parameters"] < plan["trainable_parameters"] / 10

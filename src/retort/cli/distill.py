@@ -275,5 +275,6 @@ def _print_plan(settings: Any) -> None:
     plan = dry_run(settings)
     table = Table(title=f"plan of {settings.out} ({settings.objective})", show_header=False)
     for key, value in plan.items():
-        table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
+        count = isinstance(value, int) and not isinstance(value, bool)
+        table.add_row(key.replace("_", " "), f"{value:,}" if count else str(value))
     out.print(table)

@@ -48,6 +48,10 @@ def dry_run(config: DistillConfig, timed_steps: int = 4, world: int = 1) -> dict
         "steps": steps,
         "memory_mib": round(_memory_bytes(config, parts, examples) / MIB, 1),
     }
+    pruned = getattr(parts.student.config, "retort_pruned", None)
+    if pruned and pruned.get("layers"):
+        plan["kept_layers"] = pruned["layers"]
+    plan["packed"] = parts.pack
     if config.fsdp:  # the estimate is one unsharded process's; timed steps run unsharded
         plan["fsdp"] = (
             f"{' and '.join(config.fsdp)}: their weights (and optimizer state) ÷ processes"
