@@ -42,7 +42,7 @@ from retort.config import DistillConfig, GenerateConfig
 from retort.evaluate.run import evaluate
 from retort.models.embedded import ALIAS
 from retort.models.importance import calibration_sequences
-from retort.models.loading import load_model
+from retort.models.loading import load_model, resolve
 from retort.models.pruning import parse_prune_spec, prune
 from retort.quickstart.pipeline import BUDGETS, split_prompts
 from retort.teachers.local import LocalTeacher
@@ -85,7 +85,7 @@ def main() -> None:
         before[name] = prune(teacher.model, parse_prune_spec(spec), calibration)
         prune_seconds = time.perf_counter() - started
         run = train(name, spec, args, budget, stores["train"], teacher, progress)
-        after[name] = load_model(run / "final").eval()
+        after[name] = load_model(resolve(str(run / "final"))).eval()
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         rows[name] = {
             "name": name,

@@ -99,7 +99,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     assert after["nll"] < before["nll"]
     assert after["top1_agreement"] > before["top1_agreement"]
     assert after["kl"] < before["kl"]
-    assert set(summary["stages_s"]) == {"load teacher", "generate", "distill", "eval"}
+    assert set(summary["stages_s"]) == {"load teacher", "generate", "prune", "distill", "eval"}
     # held-out curves during training, and the report that shows them
     heldout = [
         json.loads(line)

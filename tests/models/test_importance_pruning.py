@@ -7,6 +7,8 @@ removing them must leave the teacher's logits unchanged — something even spaci
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
@@ -14,7 +16,14 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from retort.config import DistillConfig
 from retort.errors import ModelError, StoreError
 from retort.models.importance import block_influence, calibration_sequences
-from retort.models.pruning import PruneSpec, parse_prune_spec, prune
+from retort.models.pruning import (
+    PRUNED_FILE,
+    PruneSpec,
+    parse_prune_spec,
+    prune,
+    prune_layers,
+    pruned,
+)
 from retort.models.width import _kept_heads
 from retort.train.loop import distill
 from tests.conftest import build_tiny_model
@@ -65,6 +74,7 @@ def test_prune_specs_parse(spec, want):
         ("prune:mlp=0", r"'mlp=0' is not a pruning part"),
         ("prune:importance", r"importance chooses layers; give how many, e.g. prune:10:importance"),
         ("prune:", r"'' is not a pruning part"),
+        ("prune:10:12", r"'12' says again what another part said"),
     ],
 )
 def test_bad_prune_specs_name_the_part_and_what_is_allowed(spec, message):
@@ -156,8 +166,7 @@ def test_a_width_pruned_student_is_a_plain_hf_model_that_from_pretrained_loads(t
     [
         (
             "prune:heads=3",
-            r"heads=3 does not fit the teacher's 2 key/value groups of 2 heads \(hidden size 32\); "
-            "use one of 2, 4",
+            r"heads=3 does not fit the teacher's 2 key/value groups of 2 heads; use one of 2, 4",
         ),
         ("prune:mlp=49", r"mlp=49; keep between 1 and the teacher's 48 MLP channels"),
         ("prune:6:importance", r"keep between 1 and 5 of the teacher's 6 layers"),
@@ -215,3 +224,60 @@ def test_width_pruning_a_model_without_llama_blocks_says_to_prune_depth():
         prune(gpt2, parse_prune_spec("prune:mlp=16"), SEQUENCES)
     depth = prune(gpt2, parse_prune_spec("prune:2:importance"), SEQUENCES)  # depth works
     assert depth.config.n_layer == 2 and len(depth.config.retort_pruned["layers"]) == 2
+
+
+def test_only_head_counts_the_config_class_can_save_are_offered():
+    # Llama's config wants hidden_size divisible by the heads, though head_dim is written:
+    # 6 heads of 8 (hidden 48) in 2 groups of 3 could be cut to 2 or 4 by group share, but
+    # 48 / 4 = 12 is fine and 48 / 2 = 24 too; 5 heads would not divide
+    teacher = _model(layers=2, heads=6, kv_heads=2, hidden=48)
+    with pytest.raises(ModelError, match=r"use one of 2, 3, 4, 6$"):
+        prune(teacher, parse_prune_spec("prune:heads=5"), SEQUENCES)
+
+
+def test_what_was_kept_rebuilds_the_same_student_without_measuring(tmp_path):
+    teacher = _model(layers=4)
+    spec = parse_prune_spec("prune:3:importance:mlp=20:heads=2")
+    student, kept = pruned(teacher, spec, SEQUENCES)
+    (tmp_path / PRUNED_FILE).write_text(json.dumps(kept))
+    again, _ = pruned(teacher, spec, kept=json.loads((tmp_path / PRUNED_FILE).read_text()))
+    torch.testing.assert_close(_logits(again), _logits(student), rtol=0, atol=0)
+    with pytest.raises(ModelError, match=r"pruned.json \(prune:3:importance:mlp=20:heads=2\)"):
+        pruned(teacher, parse_prune_spec("prune:2:importance"), kept=kept)
+
+
+def test_per_layer_settings_follow_the_kept_layers():
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+
+    config = SmolLM3Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        no_rope_layers=[1, 1, 1, 0],  # the last layer has no rotary embedding
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    teacher = SmolLM3ForCausalLM(config).eval()
+    student = prune(teacher, parse_prune_spec("prune:2"))  # keeps layers 0 and 3
+    assert student.config.no_rope_layers == [1, 0]
+    assert len(student.config.layer_types) == 2
+
+
+def test_a_pruned_students_hidden_states_are_matched_to_the_layers_they_were_copied_from(
+    tmp_path,
+):
+    from retort.train.setup import _hidden_matching
+
+    teacher = _model(layers=6)
+    kept_layers = [0, 2, 3]  # as if Block Influence had dropped the last layer
+    student = prune_layers(teacher, kept_layers)
+    config = DistillConfig(
+        data=tmp_path, out=tmp_path / "run", student="prune:3", teacher="t", hidden_weight=1
+    )
+    layer_map, _ = _hidden_matching(config, student, teacher, kept_layers)
+    # hidden_states[-1] of both models is taken after the final norm: last matches last
+    assert layer_map == [1, 3, 6]

@@ -112,3 +112,22 @@ def test_merging_a_full_run_says_it_is_already_a_model(tiny_model_dir, tiny_stor
     with pytest.raises(ModelError, match="already a complete model"):
         merge_run(run.run_dir)
     assert json.loads((run.final_dir / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_a_lora_run_on_an_importance_pruned_base_merges_from_what_it_kept(
+    tiny_model_dir, tiny_store, tmp_path
+):
+    # The adapters sit on a base measured once; merge (and resume) rebuild that base from the
+    # run's pruned.json, not by measuring importance again.
+    spec = "prune:2:importance:mlp=48"
+    config = settings(
+        tiny_model_dir, tiny_store, tmp_path / "run", lora=LORA, max_steps=2, student=spec
+    )
+    run = distill(config).run_dir
+    kept = json.loads((run / "pruned.json").read_text())
+    assert kept["spec"] == spec and len(kept["layers"]) == 2 and len(kept["mlp"][0]) == 48
+    result = CliRunner().invoke(app, ["merge", str(run)])
+    assert result.exit_code == 0, result.output
+    merged, _ = load_student(str(run), None)
+    assert merged.config.intermediate_size == 48
+    assert merged.config.retort_pruned["layers"] == kept["layers"]

@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from retort.config import DistillConfig
-from retort.train.data import IGNORE, collate, examples_from_rows, pack_rows
+from retort.train.data import IGNORE, Example, collate, examples_from_rows, pack_rows
 from retort.train.loop import distill
 from retort.train.packing import keeps_packed_examples_apart, packing_for
 from tests.conftest import build_tiny_model
@@ -119,3 +119,33 @@ def test_a_model_that_would_attend_across_packed_examples_trains_on_padded_batch
     assert "teacher (IgnoresPositions) does not keep packed examples apart" in caplog.text
     assert packing_for(True, {"student": honest, "teacher": None}) is True
     assert packing_for(False, {"student": honest}) is False
+
+
+def test_a_uld_group_at_an_examples_first_position_is_dropped_packed_or_not():
+    # cross_tokenizer targets: a group that starts the completion of a prompt-less example has
+    # no earlier position to be predicted from, so neither layout may give it one
+    def example(n, prompt, head):
+        return Example(
+            input_ids=list(range(1, n + 1)),
+            labels=[IGNORE] * prompt + list(range(prompt + 1, n + 1)),
+            topk_ids=None,
+            topk_logprobs=None,
+            prompt_length=prompt,
+            uld_head=[head, head, -1][: n - prompt],
+            uld_logprobs=[[-0.5, -1.0]] * (n - prompt),
+            uld_chain=[0.0] * (n - prompt),
+        )
+
+    # width 6: the two short ones share row 1, the prompt-less one second, at position 3
+    examples = [example(6, 3, 0), example(3, 1, 0), example(3, 0, 0)]
+    padded = collate(examples, pad_id=0, top_k=2, uld=True)
+    packed = collate(examples, pad_id=0, top_k=2, uld=True, pack=True)
+    places = pack_rows([6, 3, 3], 6)
+    for index, (row, start) in enumerate(places):
+        n = len(examples[index].input_ids)
+        heads = packed["uld_head"][row, start : start + n]
+        unpacked = padded["uld_head"][index, :n]
+        assert heads.tolist() == [h if h < 0 else h + start for h in unpacked.tolist()]
+    assert places[2] == (1, 3)
+    assert (packed["uld_head"][1, 3:] == -1).all()  # not predicted from the example before it
+    assert (padded["uld_head"][2] == -1).all()

@@ -3,12 +3,14 @@ run's adapter back into a plain Hugging Face model folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retort.config import DistillConfig, LoraSettings, load_yaml
 from retort.errors import ConfigError, ModelError
 from retort.models.loading import save_model_folder
+from retort.models.pruning import PRUNED_FILE
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -65,6 +67,8 @@ def merge_run(run_dir: Path, out: Path | None = None) -> Path:
         )
     config = build(DistillConfig, load_yaml(saved), str(saved))
     teacher = LocalTeacher.load(config.teacher) if config.student.startswith("prune:") else None
-    base, tokenizer = load_student(config.student, teacher)
+    record = run_dir / PRUNED_FILE  # what the pruned base kept (importance is not re-measured)
+    kept = json.loads(record.read_text()) if record.is_file() else None
+    base, tokenizer = load_student(config.student, teacher, kept)
     merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     return save_model_folder(merged, tokenizer, out or run_dir / "merged")

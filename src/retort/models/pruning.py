@@ -18,7 +18,7 @@ import copy
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retort.errors import ModelError
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PREFIX = "prune:"
+PRUNED_FILE = "pruned.json"  # in a run folder: what its prune: student kept of the teacher
 METHODS = ("even", "importance")
 # Decoder blocks live at `model.layers.<i>.` (Llama, Qwen, Mistral, Gemma) or `transformer.h.<i>.`
 # (GPT-2 family); the state-dict key tells both apart without knowing the class.
@@ -60,6 +61,9 @@ def parse_prune_spec(spec: str) -> PruneSpec | None:
     fields: dict[str, object] = {}
     for part in spec[len(PREFIX) :].split(":"):
         key, sep, value = part.partition("=")
+        name = "layers" if part.isdigit() else "by" if part in METHODS else key
+        if name in fields:
+            raise ModelError(f"--student {spec}: '{part}' says again what another part said")
         if part.isdigit():
             fields["layers"] = int(part)
         elif part in METHODS:
@@ -81,43 +85,90 @@ def parse_prune_spec(spec: str) -> PruneSpec | None:
 def prune(
     teacher: PreTrainedModel, spec: PruneSpec, calibration: list[list[int]] | None = None
 ) -> PreTrainedModel:
-    """The student ``spec`` describes, cut from ``teacher`` (left unchanged). Depth goes first;
-    width importance is then measured on the shallower model, whose activations it keeps.
+    """The student ``spec`` describes, cut from ``teacher`` (left unchanged); see ``pruned``."""
+    return pruned(teacher, spec, calibration)[0]
+
+
+def pruned(
+    teacher: PreTrainedModel,
+    spec: PruneSpec,
+    calibration: list[list[int]] | None = None,
+    kept: dict[str, Any] | None = None,
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """The student ``spec`` describes and what it kept of the teacher (``{"spec", "layers",
+    "mlp", "heads", "kv_heads"}``, JSON). Depth goes first; width importance is then measured
+    on the shallower model, whose activations it keeps.
 
     Args:
         calibration: token sequences to measure importance on (see
             ``importance.calibration_sequences``); needed by ``importance`` and width pruning.
+        kept: what an earlier call kept (a run folder's ``pruned.json``): the same student is
+            rebuilt without measuring again, so a resumed or merged run never depends on
+            importance coming out the same twice.
     """
-    from retort.models.importance import block_influence, width_importance
-    from retort.models.width import check_width, prune_width
+    from retort.models.importance import width_importance
+    from retort.models.width import check_width, prune_width, width_selection
 
-    if spec.needs_calibration and not calibration:
+    check_width(teacher, spec.mlp, spec.heads, spec.text)
+    if kept is not None:
+        _check_kept(kept, spec)
+    elif spec.needs_calibration and not calibration:
         raise ModelError(
             f"--student {spec.text}: importance is measured on calibration prompts from a store; "
             "use it with retort distill --data STORE (or prune by even spacing: prune:N)"
         )
-    check_width(teacher, spec.mlp, spec.heads, spec.text)
-    student, record = teacher, {"spec": spec.text}
+    kept = dict(kept or {"spec": spec.text})
+    student = teacher
     if spec.layers is not None:
-        total = teacher.config.num_hidden_layers
-        if spec.by == "importance":
-            influence = block_influence(teacher, calibration)
-            indices = most_influential(influence, spec.layers, spec.text)
-            log.info(
-                "%s: kept layers %s (Block Influence %s)",
-                spec.text,
-                indices,
-                " ".join(f"{v:.3f}" for v in influence),
-            )
-        else:
-            indices = kept_layers(total, spec.layers)
-        student, record["layers"] = prune_layers(teacher, indices), indices
+        if "layers" not in kept:
+            kept["layers"] = _choose_layers(teacher, spec, calibration)
+        student = prune_layers(teacher, kept["layers"])
     if spec.width:  # parse_prune_spec saw to it that depth or width (or both) is asked for
-        scores = width_importance(student, calibration)
-        student = prune_width(student, scores, spec.mlp, spec.heads)
-    # kept in config.json of every checkpoint and final/: what this student was cut from
-    student.config.retort_pruned = record | {"parameters": student.num_parameters()}
-    return student
+        if "mlp" not in kept:
+            scores = width_importance(student, calibration)
+            kept |= width_selection(student, scores, spec.mlp, spec.heads)
+        student = prune_width(student, kept)
+    # in config.json of final/: what this student was cut from
+    student.config.retort_pruned = {
+        "spec": spec.text,
+        "layers": kept.get("layers"),
+        "parameters": student.num_parameters(),
+    }
+    return student, kept
+
+
+def _choose_layers(
+    teacher: PreTrainedModel, spec: PruneSpec, calibration: list[list[int]] | None
+) -> list[int]:
+    from retort.models.importance import block_influence
+
+    if spec.by != "importance":
+        return kept_layers(teacher.config.num_hidden_layers, spec.layers, spec.text)
+    influence = block_influence(teacher, calibration)
+    chosen = most_influential(influence, spec.layers, spec.text)
+    log.info(
+        "%s: kept layers %s (Block Influence %s)",
+        spec.text,
+        chosen,
+        " ".join(f"{v:.3f}" for v in influence),
+    )
+    return chosen
+
+
+def _check_kept(kept: dict[str, Any], spec: PruneSpec) -> None:
+    layers, mlp, heads = kept.get("layers"), kept.get("mlp"), kept.get("heads")
+    fits = (
+        kept.get("spec") == spec.text
+        and (spec.layers is None) == (layers is None)
+        and (layers is None or len(layers) == spec.layers)
+        and (spec.mlp is None or (mlp and len(mlp[0]) == spec.mlp))
+        and (spec.heads is None or (heads and len(heads[0]) == spec.heads))
+    )
+    if not fits:
+        raise ModelError(
+            f"{PRUNED_FILE} ({kept.get('spec')}): not what --student {spec.text} keeps; "
+            "give the run's own student spec"
+        )
 
 
 def most_influential(influence: list[float], keep: int, spec: str) -> list[int]:
@@ -134,9 +185,9 @@ def _check_keep(total: int, keep: int, spec: str) -> None:
         )
 
 
-def kept_layers(total: int, keep: int) -> list[int]:
+def kept_layers(total: int, keep: int, spec: str | None = None) -> list[int]:
     """``keep`` evenly spaced indices in ``range(total)``, first and last included."""
-    _check_keep(total, keep, f"prune:{keep}")
+    _check_keep(total, keep, spec or f"prune:{keep}")
     if keep == 1:
         return [0]
     return [round(i * (total - 1) / (keep - 1)) for i in range(keep)]
@@ -149,8 +200,10 @@ def prune_layers(teacher: PreTrainedModel, keep: int | list[int]) -> PreTrainedM
     indices = kept_layers(total, keep) if isinstance(keep, int) else list(keep)
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(indices)
-    if getattr(config, "layer_types", None):  # per-layer attention kinds (sliding/full)
-        config.layer_types = [config.layer_types[i] for i in indices]
+    # per-layer settings (layer_types: sliding or full attention; SmolLM3's no_rope_layers)
+    for name, value in config.to_dict().items():
+        if isinstance(value, list) and len(value) == total and name != "architectures":
+            setattr(config, name, [value[i] for i in indices])
     student = type(teacher)(config).to(teacher.dtype)
 
     new_index = {old: new for new, old in enumerate(indices)}

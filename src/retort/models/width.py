@@ -42,28 +42,47 @@ def check_width(model: PreTrainedModel, mlp: int | None, heads: int | None, spec
     if heads is not None:
         total, groups = config.num_attention_heads, _groups(config)
         size = total // groups
-        allowed = sorted({h for h in range(1, total + 1) if h % groups == 0 or h % size == 0})
+        allowed = [
+            h
+            for h in range(1, total + 1)
+            if (h % groups == 0 or h % size == 0) and _config_takes(config, h, model)
+        ]
         if heads not in allowed:
             raise ModelError(
                 f"--student {spec}: heads={heads} does not fit the teacher's {groups} key/value "
-                f"groups of {size} heads (hidden size {config.hidden_size}); use one of "
-                f"{', '.join(map(str, allowed))}"
+                f"groups of {size} heads; use one of {', '.join(map(str, allowed))}"
             )
 
 
-def prune_width(
+def width_selection(
     model: PreTrainedModel, scores: WidthScores, mlp: int | None, heads: int | None
-) -> PreTrainedModel:
-    """A new model keeping, in each layer, the ``mlp`` channels and ``heads`` query heads with
-    the highest scores (``None``: keep all)."""
+) -> dict[str, list[list[int]] | None]:
+    """What to keep in each layer: the ``mlp`` channels and ``heads`` query heads (with their
+    key/value heads) of highest score; ``None`` where that width is kept whole."""
+    groups = _groups(model.config)
+    chosen = [_kept_heads(score, heads, groups) for score in scores.heads]
+    return {
+        "mlp": None if mlp is None else [_top(score, mlp).tolist() for score in scores.mlp],
+        "heads": None if heads is None else [query for query, _ in chosen],
+        "kv_heads": None if heads is None else [key_value for _, key_value in chosen],
+    }
+
+
+def prune_width(model: PreTrainedModel, kept: dict[str, list[list[int]] | None]) -> PreTrainedModel:
+    """A new model with, in each layer, only the channels and heads ``kept`` lists (from
+    ``width_selection``, or a run folder's record of it)."""
     config = copy.deepcopy(model.config)
     head_dim = attention_head_dim(model)
-    groups = _groups(config)
-    kept_channels = [_top(score, mlp or config.intermediate_size) for score in scores.mlp]
-    kept_heads = [_kept_heads(score, heads, groups) for score in scores.heads]
-    config.intermediate_size = mlp or config.intermediate_size
-    config.num_attention_heads = heads or config.num_attention_heads
-    config.num_key_value_heads = len(kept_heads[0][1])
+    total = config.num_hidden_layers
+    every_channel = list(range(config.intermediate_size))
+    channels_of = kept.get("mlp") or [every_channel] * total
+    heads_of = kept.get("heads") or [list(range(config.num_attention_heads))] * total
+    key_values_of = kept.get("kv_heads") or [list(range(_groups(config)))] * total
+    if not len(channels_of) == len(heads_of) == len(key_values_of) == total:
+        raise ModelError(f"{type(model).__name__}: the width kept lists another layer count")
+    config.intermediate_size = len(channels_of[0])
+    config.num_attention_heads = len(heads_of[0])
+    config.num_key_value_heads = len(key_values_of[0])
     config.head_dim = head_dim
     student = type(model)(config).to(model.dtype)
 
@@ -75,14 +94,10 @@ def prune_width(
         if index is None:
             state[key] = value.clone()
             continue
-        channels = kept_channels[index]
-        query, key_value = (_head_columns(h, head_dim) for h in kept_heads[index])
-        if name in (
-            "mlp.gate_proj.weight",
-            "mlp.up_proj.weight",
-            "mlp.gate_proj.bias",
-            "mlp.up_proj.bias",
-        ):
+        channels = torch.tensor(channels_of[index])
+        query = _head_columns(heads_of[index], head_dim)
+        key_value = _head_columns(key_values_of[index], head_dim)
+        if name in _CHANNEL_ROWS:
             value = value[channels]
         elif name == "mlp.down_proj.weight":
             value = value[:, channels]
@@ -93,7 +108,14 @@ def prune_width(
         elif name == "self_attn.o_proj.weight":
             value = value[:, query]
         state[key] = value.clone()
-    missing, unexpected = student.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = student.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # fused projections (qkv_proj, gate_up_proj) keep old sizes
+        first = str(error).splitlines()[-1].strip()
+        raise ModelError(
+            f"{type(model).__name__}: width pruning could not map its weights ({first}); "
+            "prune its depth instead (prune:N or prune:N:importance)"
+        ) from None
     tied = {k for k in missing if k.endswith("lm_head.weight")}
     if set(missing) - tied or unexpected:
         raise ModelError(
@@ -138,12 +160,19 @@ def _kept_heads(score: torch.Tensor, heads: int | None, groups: int) -> tuple[li
     return [g * size + h for g in chosen for h in range(size)], chosen
 
 
-def _config_takes(config, heads: int) -> bool:
-    """Whether the model's config class accepts ``heads`` (Llama's wants them to divide
-    ``hidden_size``, though ``head_dim`` is given)."""
+def _config_takes(config, heads: int, model: PreTrainedModel) -> bool:
+    """Whether the model's config class accepts ``heads`` (Llama's and Gemma 3's want them to
+    divide ``hidden_size``, though ``head_dim`` is given): checked by saving one, which
+    validates as ``save_pretrained`` at the end of a run would."""
+    import tempfile
+
+    changed = copy.deepcopy(config)
+    changed.head_dim = attention_head_dim(model)
+    changed.num_attention_heads = heads
     try:
-        type(config).from_dict(config.to_dict() | {"num_attention_heads": heads})
-    except ValueError:
+        with tempfile.TemporaryDirectory() as folder:
+            changed.save_pretrained(folder)
+    except Exception:  # huggingface_hub's StrictDataclass errors are not ValueErrors
         return False
     return True
 

@@ -5,6 +5,7 @@ made by ``scripts/build_quickstart_prompts.py``), in one run folder.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -15,11 +16,13 @@ from typing import Any, TypeVar
 
 from retort.capture.prompts import load_prompts
 from retort.capture.runner import generate
+from retort.capture.store import Store
 from retort.config import DistillConfig, GenerateConfig
 from retort.errors import ConfigError
 from retort.evaluate.run import evaluate
 from retort.models.embedded import ALIAS
-from retort.models.pruning import prune_layers
+from retort.models.importance import calibration_sequences
+from retort.models.pruning import parse_prune_spec, prune
 from retort.progress import Progress, Silent
 from retort.report.page import write as write_report
 from retort.report.sources import gather
@@ -29,7 +32,7 @@ from retort.train.retention import prune_checkpoints
 
 PROMPTS = Path(__file__).with_name("prompts.jsonl")
 HELDOUT_SHARE = 0.2
-STUDENT_LAYERS = 10
+STUDENT = "prune:10"
 REPORT = "report.html"
 TITLE = "retort quickstart: what the student kept"
 T = TypeVar("T")
@@ -132,11 +135,10 @@ def run_quickstart(
             capture(heldout_prompts, run_dir / "store-heldout"),
         ),
     )
-    before = prune_layers(teacher.model, STUDENT_LAYERS)
     config = DistillConfig(
         data=run_dir / "store-train",
         out=run_dir / "student",
-        student=f"prune:{STUDENT_LAYERS}",
+        student=STUDENT,
         teacher=ALIAS,
         objective="topk",
         ce_weight=0.5,
@@ -153,7 +155,8 @@ def run_quickstart(
         eval_rows=64,
         keep_checkpoints=0,  # final/ is the product; its checkpoint would triple the folder
     )
-    student = prune_layers(teacher.model, STUDENT_LAYERS)
+    before = stage("prune", lambda: _pruned_student(teacher, config))
+    student = copy.deepcopy(before)  # pruned once: importance costs a pass over store rows
     stage("distill", lambda: distill(config, teacher=teacher, student=student, progress=progress))
     prune_checkpoints(config.out, config.keep_checkpoints)
     result.report = stage(
@@ -179,6 +182,18 @@ def run_quickstart(
     (run_dir / "quickstart.json").write_text(json.dumps(summary, indent=2) + "\n")
     stage("report", lambda: write_report(gather([run_dir], [], []), run_dir / REPORT, TITLE))
     return result
+
+
+def _pruned_student(teacher: LocalTeacher, config: DistillConfig) -> Any:
+    """The untrained student ``STUDENT`` describes, as ``retort distill`` would build it."""
+    spec = parse_prune_spec(STUDENT)
+    calibration = None
+    if spec.needs_calibration:
+        rows = Store.open(config.data).read_table().to_pylist()
+        calibration = calibration_sequences(
+            rows, config.prune_calibration, config.max_seq_len, config.data
+        )
+    return prune(teacher.model, spec, calibration)
 
 
 def _count_lines(path: Path) -> int:

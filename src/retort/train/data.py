@@ -238,7 +238,10 @@ def _collate_uld(
         row, begin = (i, 0) if places is None else places[i]
         start = begin + example.prompt_length
         for offset, head in enumerate(example.uld_head):
-            if head < 0:
+            # a group starting at the example's first position has no logits of its own to
+            # predict it (unpacked, its head would shift to -1): packed, it must not borrow
+            # the previous example's last ones
+            if head < 0 or example.prompt_length + head == 0:
                 continue
             heads[row, start + offset] = start + head
             if head == offset:

@@ -26,6 +26,7 @@ import torch
 from retort.config import DistillConfig, load_yaml, save_yaml
 from retort.errors import ConfigError
 from retort.models.loading import save_model_folder
+from retort.models.pruning import PRUNED_FILE
 from retort.progress import Progress, Silent
 from retort.train import checkpoint, retention, sharding
 from retort.train.batches import StepBatches
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 # Keys that may change between a run and its resumption without changing what is optimized.
 RESUMABLE_CHANGES = {"save_every", "log_every", "max_steps", "eval_data", "eval_every", "eval_rows"}
 # What a run leaves before its first checkpoint; such a folder may simply start again.
-RESTARTABLE = {"config.yaml", "metrics.jsonl", "checkpoints"}
+RESTARTABLE = {"config.yaml", "metrics.jsonl", "checkpoints", PRUNED_FILE}
 
 
 @dataclass
@@ -195,6 +196,10 @@ def distill(
         else:
             (run_dir / "metrics.jsonl").write_text("")
         save_yaml(config, run_dir / "config.yaml")
+        if parts.pruned is not None:  # what the student kept: resume and merge rebuild it
+            partial = run_dir / f"{PRUNED_FILE}.partial"
+            partial.write_text(json.dumps(parts.pruned) + "\n")
+            partial.replace(run_dir / PRUNED_FILE)
 
     def save() -> None:
         extra = {"kd_rescaler": rescaler.state_dict()}

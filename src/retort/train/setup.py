@@ -5,6 +5,7 @@ Everything here fails before the run folder is created, so a bad flag never leav
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from retort.losses import HiddenProjector, default_layer_map
 from retort.models.importance import calibration_sequences
 from retort.models.loading import load_tokenizer, resolve
 from retort.models.lora import add_lora
-from retort.models.pruning import parse_prune_spec
+from retort.models.pruning import PRUNED_FILE, PruneSpec, parse_prune_spec, pruned
 from retort.models.students import load_student
 from retort.models.vocab import shared_vocab_size, tokenizer_hash
 from retort.teachers.local import LocalTeacher
@@ -54,6 +55,7 @@ class RunParts:
     scorer: RemoteScorer | None = None  # an HTTP teacher grading on-policy samples
     live: LiveTeacherTargets | None = None  # cross_tokenizer: the teacher scoring each batch
     pack: bool = False  # micro-batches packed (config.pack, where the models keep examples apart)
+    pruned: dict[str, Any] | None = None  # what a prune: student kept (RUN/pruned.json)
 
 
 def assemble(
@@ -118,12 +120,13 @@ def assemble(
     plan = ForwardPlan.of(config)
     if teacher is None and (plan.needs_teacher or keep or live):
         teacher = LocalTeacher.load(config.teacher)
-    if student is None:
-        calibration = None
-        if pruning is not None and pruning.needs_calibration:
-            calibration = _calibration(config, store, rows, teacher)
+    kept = None
+    if student is None and pruning is not None:
+        student, kept = _pruned_student(config, store, rows, teacher, pruning)
+        tokenizer = teacher.tokenizer
+    elif student is None:
         # The vocabulary check against the teacher happens below, for given students too.
-        student, tokenizer = load_student(config.student, teacher if keep else None, calibration)
+        student, tokenizer = load_student(config.student, None)
     else:
         tokenizer = teacher.tokenizer if keep else load_tokenizer(resolve(config.student))
 
@@ -153,7 +156,8 @@ def assemble(
         plan = ForwardPlan.of(config, fused_ok=False)
     layer_map, projector = None, None
     if config.hidden_weight > 0:
-        layer_map, projector = _hidden_matching(config, student, teacher.model)
+        copied = kept.get("layers") if kept else None
+        layer_map, projector = _hidden_matching(config, student, teacher.model, copied)
     # before LoRA wraps the student: the probe runs the plain model
     pack = packing_for(
         config.pack, {"student": student, "teacher": teacher.model if plan.needs_teacher else None}
@@ -179,21 +183,40 @@ def assemble(
         scorer,
         live_targets,
         pack,
+        kept,
     )
+
+
+def _pruned_student(
+    config: DistillConfig,
+    store: Store,
+    rows: list[dict[str, Any]],
+    teacher: LocalTeacher,
+    spec: PruneSpec,
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """The ``prune:`` student and what it kept; a resumed run rebuilds it from its
+    ``pruned.json`` instead of measuring importance again."""
+    record = config.out / PRUNED_FILE
+    kept = json.loads(record.read_text()) if record.is_file() else None
+    if kept is not None and kept.get("spec") != spec.text:
+        kept = None  # a folder that may start again, of another student: measure anew
+    calibration = None
+    if kept is None and spec.needs_calibration:
+        calibration = _calibration(config, store, rows, teacher)
+    return pruned(teacher.model, spec, calibration, kept)
 
 
 def _calibration(
     config: DistillConfig, store: Store, rows: list[dict[str, Any]], teacher: LocalTeacher
 ) -> list[list[int]]:
     """Rows of the store in the teacher's tokens, to measure a pruned student's importance on."""
-    same_tokens = not store.is_text and tokenizer_hash(teacher.tokenizer) == store.fingerprint.get(
-        "tokenizer_sha256"
-    )
-    if not same_tokens:  # a text store, or another tokenizer's: its text in the teacher's tokens
-        text_rows = (
-            rows if store.is_text else token_rows_as_text(rows, _store_tokenizer(config, store))
+    if store.is_text:  # its text, in the teacher's tokens and chat template
+        rows = rows_in_student_tokens(rows, teacher.tokenizer, config.data)
+    elif tokenizer_hash(teacher.tokenizer) != store.fingerprint.get("tokenizer_sha256"):
+        raise StoreError(
+            f"{config.data}: its token ids are not in --teacher {config.teacher}'s tokens, "
+            "which importance pruning reads; give the teacher that made it, or prune:N"
         )
-        rows = rows_in_student_tokens(text_rows, teacher.tokenizer, config.data)
     return calibration_sequences(rows, config.prune_calibration, config.max_seq_len, config.data)
 
 
@@ -224,17 +247,20 @@ def refuse_other_teacher(
 
 
 def _hidden_matching(
-    config: DistillConfig, student: PreTrainedModel, teacher: PreTrainedModel
+    config: DistillConfig,
+    student: PreTrainedModel,
+    teacher: PreTrainedModel,
+    copied: list[int] | None = None,
 ) -> tuple[list[int], HiddenProjector]:
+    """The layer map and projection of hidden-state matching. A pruned student's layers
+    (``copied``: the teacher layers they are copies of) are matched to their originals, the
+    last to the teacher's last: both are read after the final norm (``hidden_states[-1]``)."""
     student_layers = student.config.num_hidden_layers
     teacher_layers = teacher.config.num_hidden_layers
-    # a pruned student's layers are copies of known teacher layers: match each to its original
-    pruned_from = (getattr(student.config, "retort_pruned", None) or {}).get("layers")
-    layer_map = (
-        config.layer_map
-        or ([i + 1 for i in pruned_from] if pruned_from else None)
-        or default_layer_map(student_layers, teacher_layers)
-    )
+    layer_map = config.layer_map
+    if layer_map is None and copied:
+        layer_map = [*(i + 1 for i in copied[:-1]), teacher_layers]
+    layer_map = layer_map or default_layer_map(student_layers, teacher_layers)
     if len(layer_map) != student_layers or not all(1 <= t <= teacher_layers for t in layer_map):
         raise ConfigError(
             f"layer_map: give {student_layers} teacher layers (1..{teacher_layers}), one per "
