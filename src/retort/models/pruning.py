@@ -216,13 +216,27 @@ def prune_layers(teacher: PreTrainedModel, keep: int | list[int]) -> PreTrainedM
             state[f"{match['head']}.{new_index[int(match['index'])]}.{match['tail']}"] = (
                 value.clone()
             )
-    missing, unexpected = student.load_state_dict(state, strict=False)
+    return load_copied_weights(student, state, f"{type(teacher).__name__} layers")
+
+
+def load_copied_weights(
+    student: PreTrainedModel, state: dict[str, Any], what: str
+) -> PreTrainedModel:
+    """``student`` with ``state`` (the teacher's weights, cut to its shapes) loaded; ``what``
+    names what was cut, for the error when the keys or shapes do not fit."""
+    try:
+        missing, unexpected = student.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # fused projections (qkv_proj, gate_up_proj) keep old sizes
+        first = str(error).splitlines()[-1].strip()
+        raise ModelError(
+            f"cannot map {what} ({first}); prune its depth instead (prune:N or prune:N:importance)"
+        ) from None
     # Tied heads appear as "missing" in some versions; anything else means we mis-mapped.
     tied = {k for k in missing if k.endswith("lm_head.weight")}
     if set(missing) - tied or unexpected:
         raise ModelError(
-            f"prune:{len(indices)}: cannot map {type(teacher).__name__} layers "
-            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})"
+            f"cannot map {what} (missing {sorted(set(missing) - tied)[:3]}, "
+            f"unexpected {unexpected[:3]})"
         )
     if tied:
         student.tie_weights()

@@ -20,6 +20,7 @@ import torch
 
 from retort.errors import ModelError
 from retort.models.importance import WidthScores, attention_head_dim, decoder_layers
+from retort.models.pruning import load_copied_weights
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -108,23 +109,7 @@ def prune_width(model: PreTrainedModel, kept: dict[str, list[list[int]] | None])
         elif name == "self_attn.o_proj.weight":
             value = value[:, query]
         state[key] = value.clone()
-    try:
-        missing, unexpected = student.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # fused projections (qkv_proj, gate_up_proj) keep old sizes
-        first = str(error).splitlines()[-1].strip()
-        raise ModelError(
-            f"{type(model).__name__}: width pruning could not map its weights ({first}); "
-            "prune its depth instead (prune:N or prune:N:importance)"
-        ) from None
-    tied = {k for k in missing if k.endswith("lm_head.weight")}
-    if set(missing) - tied or unexpected:
-        raise ModelError(
-            f"{type(model).__name__}: width pruning could not map its weights "
-            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})"
-        )
-    if tied:
-        student.tie_weights()
-    return student
+    return load_copied_weights(student, state, f"{type(model).__name__} channels and heads")
 
 
 _CHANNEL_ROWS = (
