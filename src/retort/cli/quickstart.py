@@ -22,7 +22,8 @@ def quickstart(
         Path | None, typer.Option("--out", help="Run folder (default runs/quickstart-TIME).")
     ] = None,
 ) -> None:
-    """Generate with SmolLM2-135M-Instruct, distill a 10-layer pruned student, evaluate both.
+    """Generate with SmolLM2-135M-Instruct, distill a 10-layer student pruned by importance,
+    evaluate both.
 
     Prints one table: the teacher, the pruned student before distillation and after, and the
     wall time of each stage. Everything is written under one run folder.
@@ -58,6 +59,6 @@ def next_steps(run_dir: Path) -> list[str]:
         "next:",
         f"  retort serve --model {student}          # the distilled student over the OpenAI API",
         f"  retort distill --data {run_dir / 'store-train'} --teacher smollm2-135m-instruct "
-        f"--student prune:10 --objective topk --max-steps 1000 --out runs/longer"
+        f"--student prune:10:importance --objective topk --max-steps 1000 --out runs/longer"
         "   # train longer",
     ]
