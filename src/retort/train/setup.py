@@ -116,9 +116,8 @@ def assemble(
             )
 
     pruning = parse_prune_spec(config.student)
-    keep = pruning is not None
     plan = ForwardPlan.of(config)
-    if teacher is None and (plan.needs_teacher or keep or live):
+    if teacher is None and (plan.needs_teacher or pruning is not None or live):
         teacher = LocalTeacher.load(config.teacher)
     kept = None
     if student is None and pruning is not None:
@@ -128,7 +127,8 @@ def assemble(
         # The vocabulary check against the teacher happens below, for given students too.
         student, tokenizer = load_student(config.student, None)
     else:
-        tokenizer = teacher.tokenizer if keep else load_tokenizer(resolve(config.student))
+        pruned_here = pruning is not None
+        tokenizer = teacher.tokenizer if pruned_here else load_tokenizer(resolve(config.student))
 
     student_rows = student.get_input_embeddings().weight.shape[0]
     vocab_size = student_rows
