@@ -236,8 +236,14 @@ class DistillConfig(_Strict):
     max_seq_len: int = Field(512, ge=8, description="Longer rows are cut (completion end).")
     pack: bool = Field(
         True,
-        description="Pack each micro-batch's examples into as few rows as its longest allows "
-        "(no compute on padding; the same losses); false: one padded row per example.",
+        description="Pack each micro-batch's examples into shared rows (no compute on padding; "
+        "the same losses); false: one padded row per example.",
+    )
+    pack_width: int = Field(
+        1024,
+        ge=1,
+        description="pack: tokens per packed row (at least the micro-batch's longest example); "
+        "attention inside a row costs its width squared.",
     )
     max_grad_norm: float = Field(1.0, gt=0.0)
     mixed_precision: Literal["no", "bf16", "fp16"] = Field("no")

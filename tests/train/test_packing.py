@@ -55,6 +55,15 @@ def test_a_packed_batch_holds_each_example_where_the_padded_one_does_shifted_alo
     assert (packed["labels"][1, 5] == IGNORE).all()  # no position predicts across examples
 
 
+def test_rows_as_wide_as_pack_width_take_several_examples_and_stay_as_narrow_as_they_need():
+    examples = examples_from_rows(rows_of([9, 4, 5]), 64)
+    packed = collate(examples, pad_id=0, top_k=2, pack=True, pack_width=16)
+    assert packed["input_ids"].shape == (2, 14)  # 9 + 5 fill row 0; 4 goes to row 1
+    one_row = collate(examples, pad_id=0, top_k=2, pack=True, pack_width=18)
+    assert one_row["input_ids"].shape == (1, 18)
+    assert one_row["position_ids"][0].tolist() == [*range(9), *range(5), *range(4)]
+
+
 def test_an_example_without_a_prompt_is_never_predicted_from_the_one_before_it():
     rows = rows_of([6, 3, 3], prompt=0)  # the two short ones share row 1
     packed = collate(examples_from_rows(rows, 64), pad_id=0, top_k=2, pack=True)

@@ -98,7 +98,14 @@ class StepBatches:
             teacher_logprob = None
             if sampled and self.scorer is not None:
                 teacher_logprob = self._score_remotely(chosen)
-            tensors = collate(chosen, self.pad_id, self.top_k, uld=self.uld, pack=self.pack)
+            tensors = collate(
+                chosen,
+                self.pad_id,
+                self.top_k,
+                uld=self.uld,
+                pack=self.pack,
+                pack_width=config.pack_width,
+            )
             real = sum(len(e.input_ids) for e in chosen)
             micro_batches.append(
                 MicroBatch(tensors, sampled, teacher_logprob, real, examples=len(chosen))

@@ -138,6 +138,7 @@ def collate(
     top_k: int = 0,
     uld: bool = False,
     pack: bool = False,
+    pack_width: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Right-padded batch: ``input_ids``, ``attention_mask``, ``labels`` (B, L), and when
     ``top_k`` > 0, ``topk_ids`` (B, L, k) int64 and ``topk_logprobs`` (B, L, k) float32.
@@ -145,7 +146,8 @@ def collate(
     of the group's first token), ``uld_logprobs`` (B, L, k) (``-inf`` filler) and ``uld_chain``
     (B, L).
 
-    With ``pack`` the examples share rows (``pack_rows``): fewer rows of the same width L, and
+    With ``pack`` the examples share rows (``pack_rows``) of up to ``pack_width`` tokens (at
+    least the longest example's): fewer rows, and
     ``position_ids`` restarting at 0 for each example in place of ``attention_mask``, from
     which transformers builds attention that keeps packed examples apart. The first label of
     each example is ignored, as the shift drops it from an unpacked row: no position predicts
@@ -158,8 +160,12 @@ def collate(
     backward, 0 · ∞). A position with fewer than k entries is padded with ``-inf`` entries,
     which join the tail bucket exactly as if they were not listed.
     """
-    width = max(len(e.input_ids) for e in examples)
-    places = pack_rows([len(e.input_ids) for e in examples], width) if pack else None
+    lengths = [len(e.input_ids) for e in examples]
+    width = max(lengths)
+    places = None
+    if pack:
+        places = pack_rows(lengths, max(width, pack_width))
+        width = max(start + lengths[i] for i, (_, start) in enumerate(places))
     batch = len(examples) if places is None else 1 + max(row for row, _ in places)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
@@ -192,8 +198,7 @@ def collate(
 
 def pack_rows(lengths: list[int], width: int) -> list[tuple[int, int]]:
     """``(row, start)`` of each sequence, packed first-fit by decreasing length into rows of
-    ``width`` tokens (the longest sequence's length, so no row is wider than padding makes it,
-    and attention costs at most what it did padded)."""
+    at most ``width`` tokens (at least the longest sequence's length)."""
     places: list[tuple[int, int]] = [(0, 0)] * len(lengths)
     used: list[int] = []  # tokens taken in each row so far
     for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
