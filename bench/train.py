@@ -9,9 +9,10 @@ quickstart's training store (every built-in prompt, 48 new tokens), for each obj
 
 Packed rows hold up to `pack_width` (default 1024) tokens. Each row runs in its own process
 (so its peak memory is its own: max RSS on CPU, peak allocated on CUDA) for 2 warm-up and 20
-timed steps, with the same batches for every row of an objective. Reported: target tokens/s and seconds per step over the timed steps, the share of
-computed positions that were padding, peak memory, and the mean loss, which must agree
-between padded and packed rows (the same training).
+timed steps, with the same batches for every row of an objective. Reported: target tokens/s
+and seconds per step over the timed steps, the share of computed positions that were padding,
+peak memory, and the mean loss, which must agree between padded and packed rows (the same
+training).
 
     .venv/bin/python bench/train.py [--rows sft,online] [--steps 20]
 
