@@ -162,3 +162,19 @@ def test_eval_refuses_a_text_store_in_one_line(cli, text_store, tiny_model_dir):
         "eval", "--teacher", tiny_model_dir, "--data", text_store, "--student", tiny_model_dir
     )
     assert_one_line_error(code, err, "a text store", "capture with the teacher's --tokenizer")
+
+
+def test_a_text_store_calibrates_an_importance_pruned_student_in_the_teachers_tokens(
+    text_store, tiny_model_dir, tmp_path
+):
+    config = sft(
+        text_store,
+        "prune:2:importance",
+        tmp_path / "run",
+        teacher=str(tiny_model_dir),
+        prune_calibration=5,
+        max_steps=1,
+    )
+    run = distill(config).run_dir
+    kept = json.loads((run / "pruned.json").read_text())
+    assert kept["spec"] == "prune:2:importance" and len(kept["layers"]) == 2

@@ -47,13 +47,17 @@ def calibration_sequences(
             f"{source}: no row with tokens to measure importance on; capture some with "
             "retort generate, or prune by even spacing (prune:N)"
         )
-    count = min(count, len(usable))
-    step = len(usable) / count
-    chosen = [usable[int(i * step)] for i in range(count)]
     return [
         (list(r["prompt_token_ids"]) + list(r["completion_token_ids"]))[:max_seq_len]
-        for r in chosen
+        for r in spread(usable, count)
     ]
+
+
+def spread(rows: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """``count`` of ``rows`` (all, if fewer), evenly spaced from the first."""
+    count = min(count, len(rows))
+    step = len(rows) / count if count else 1
+    return [rows[int(i * step)] for i in range(count)]
 
 
 def decoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:

@@ -19,7 +19,7 @@ from retort.crosstok.live import LiveTeacherTargets
 from retort.crosstok.token_store import token_rows_as_text
 from retort.errors import ConfigError, ModelError, StoreError
 from retort.losses import HiddenProjector, default_layer_map
-from retort.models.importance import calibration_sequences
+from retort.models.importance import calibration_sequences, spread
 from retort.models.loading import load_tokenizer, resolve
 from retort.models.lora import add_lora
 from retort.models.pruning import PRUNED_FILE, PruneSpec, parse_prune_spec, pruned
@@ -210,8 +210,9 @@ def _calibration(
     config: DistillConfig, store: Store, rows: list[dict[str, Any]], teacher: LocalTeacher
 ) -> list[list[int]]:
     """Rows of the store in the teacher's tokens, to measure a pruned student's importance on."""
-    if store.is_text:  # its text, in the teacher's tokens and chat template
-        rows = rows_in_student_tokens(rows, teacher.tokenizer, config.data)
+    if store.is_text:  # its text, in the teacher's tokens and chat template (only the rows read)
+        chosen = spread(rows, config.prune_calibration)
+        rows = rows_in_student_tokens(chosen, teacher.tokenizer, config.data)
     elif tokenizer_hash(teacher.tokenizer) != store.fingerprint.get("tokenizer_sha256"):
         raise StoreError(
             f"{config.data}: its token ids are not in --teacher {config.teacher}'s tokens, "
