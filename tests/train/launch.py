@@ -69,7 +69,7 @@ def losses(run: Path) -> list[float]:
 RESUME_DRIVER = """
 import json, sys
 from retort.config import DistillConfig
-from retort.train.loop import distill
+from retort.train.loop import distill, leave_process_group
 
 class StopAt:  # Ctrl-C on every process once two steps are done
     def start(self, *args, **kwargs): self.done = 0
@@ -88,4 +88,5 @@ try:
 except KeyboardInterrupt:
     pass
 distill(stopped, resume=True)
+leave_process_group()
 """

@@ -214,6 +214,7 @@ def distill(
     """
     from retort.config import apply_overrides, build, load_yaml, parse_lora
     from retort.train.loop import distill as run
+    from retort.train.loop import leave_process_group
 
     if config is None and resume and out is not None and (out / "config.yaml").is_file():
         config = out / "config.yaml"  # --out RUN --resume alone: the run's own settings
@@ -259,6 +260,7 @@ def distill(
         _print_plan(settings)
         return
     result = run(settings, resume=resume, progress=RichProgress())
+    leave_process_group()  # on success only: a failed rank would leave the others at a barrier
     err.print(
         f"{result.run_dir}: {result.steps} steps, last loss {result.last_loss:.4f} "
         f"({result.seconds:.1f} s); student in {result.final_dir}"

@@ -365,6 +365,16 @@ def _cpu_processes() -> bool:
     return _launched_processes() > 1 and not torch.cuda.is_available()
 
 
+def leave_process_group() -> None:
+    """Ends a launch's process group once every process is done. Called by whoever started
+    the run (the CLI, a driver script), not by ``distill``, which one process may call several
+    times: a gloo group left for interpreter exit can abort a rank ("terminate called without
+    an active exception") after all its work is written, failing the whole launch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 class StepBoundaryInterrupt:
     """Defers Ctrl-C to the next step boundary, so no checkpoint holds a half-applied update;
     a second Ctrl-C interrupts at once, except inside ``deferred()``: there it waits for the
