@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from retort.capture.store import ShardBuffer, Store
+from retort.moving_window import MemoryStorage
 from retort.progress import Progress
 from retort.teachers.http import HTTPTeacher, RequestFailed, complete_with_retries
 from retort.teachers.http_text import TextHTTPTeacher, estimated_tokens

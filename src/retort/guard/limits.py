@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import Storage
 from limits.limits import RateLimitItem
 from limits.storage import storage_from_string
 
 from retort.guard.policy import Tier
+from retort.moving_window import MemoryStorage
 
 INFLIGHT_TTL_S = 3600  # a crashed replica's reservations fade after this long
 UNBOUNDED = 2**52  # a limit no window reaches (and exact as a double in Redis' Lua)
