@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
 LINT_PATHS := $(wildcard src tests scripts bench)
 
-.PHONY: demo test lint format bench bench-guard bench-quality bench-watermark bench-audit clean
+.PHONY: demo test lint format bench bench-train bench-guard bench-quality bench-watermark bench-audit clean
 
 demo: $(STAMP)
 	$(BIN)/retort quickstart
@@ -47,6 +47,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/losses.py
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/guard.py
+
+# Training throughput: retort padded vs packed vs TRL's SFT/GKD/Distillation trainers on the same
+# batches (docs/results.md#side-by-side-with-trl). About 25 minutes on two CPU cores.
+bench-train: $(STAMP)
+	$(BIN)/pip install -q "trl>=1.16"
+	$(BIN)/python bench/train.py
 
 # The gateway's added latency and req/s, direct vs retort guard vs LiteLLM's proxy, on a local
 # fake upstream (~4 minutes; also run by `make bench`). LiteLLM goes in .bench-venv/ and wrk

@@ -1,4 +1,5 @@
-"""Benchmark: training throughput of one student on one store, padded vs packed batches.
+"""Benchmark: training throughput of one student on one store: retort padded, retort packed,
+and TRL's trainers on the same batches (bench/train_trl.py; skipped when TRL is missing).
 
 The embedded teacher (SmolLM2-135M-Instruct) and its `prune:10` student, fp32, batch 8, on the
 quickstart's training store (every built-in prompt, 48 new tokens), for each objective:
@@ -11,10 +12,10 @@ Packed rows hold up to `pack_width` (default 1024) tokens. Each row runs in its 
 (so its peak memory is its own: max RSS on CPU, peak allocated on CUDA) for 2 warm-up and 20
 timed steps, with the same batches for every row of an objective. Reported: target tokens/s
 and seconds per step over the timed steps, the share of computed positions that were padding,
-peak memory, and the mean loss, which must agree between padded and packed rows (the same
-training).
+peak memory, and the mean loss, which must agree between padded, packed and TRL's sft and
+online rows (the same training; on_policy samples differ, its definition is the same).
 
-    .venv/bin/python bench/train.py [--rows sft,online] [--steps 20]
+    .venv/bin/python bench/train.py [--rows sft,online] [--layouts padded,packed,trl] [--steps 20]
 
 Writes --out (JSON) and prints the markdown table of docs/results.md. Not a test.
 """
@@ -22,6 +23,7 @@ Writes --out (JSON) and prints the markdown table of docs/results.md. Not a test
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "train.json"
+LAYOUTS = ("padded", "packed", "trl")
 WARMUP = 2
 OBJECTIVES = {
     "sft": {"objective": "sft"},
@@ -45,19 +48,25 @@ OBJECTIVES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(OBJECTIVES), help="Objectives to run.")
+    parser.add_argument(
+        "--layouts", default=",".join(LAYOUTS), help="retort padded/packed, and TRL's trainers."
+    )
     parser.add_argument("--steps", type=int, default=20, help="Timed steps per row.")
     parser.add_argument("--work", type=Path, default=Path("bench/work/train"))
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # objective:pack, in a child process
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # objective:layout, in a child process
     args = parser.parse_args()
     if args.one:
-        objective, pack = args.one.split(":")
-        print(json.dumps(run_one(objective, pack == "packed", args)))
+        objective, layout = args.one.split(":")
+        print(json.dumps(run_one(objective, layout, args)))
         return
     store = store_for(args.work)
     rows = []
     for objective in args.rows.split(","):
-        for layout in ("padded", "packed"):
+        for layout in args.layouts.split(","):
+            if layout == "trl" and importlib.util.find_spec("trl") is None:
+                print("TRL is not installed (pip install trl): its rows are skipped")
+                continue
             print(f"{objective} {layout}", flush=True)
             command = [sys.executable, __file__, "--one", f"{objective}:{layout}"]
             command += ["--work", str(args.work), "--steps", str(args.steps)]
@@ -99,17 +108,17 @@ def store_for(work: Path) -> Path:
     return store
 
 
-def run_one(objective: str, pack: bool, args: argparse.Namespace) -> dict[str, Any]:
+def row_config(objective: str, layout: str, args: argparse.Namespace) -> Any:
+    """The DistillConfig of one row (TRL's rows take its student, data and schedule)."""
     from retort.config import DistillConfig
     from retort.models.embedded import ALIAS
-    from retort.train.loop import distill
 
-    out = args.work / "runs" / f"{objective}-{'packed' if pack else 'padded'}"
+    out = args.work / "runs" / f"{objective}-{layout}"
     if out.exists():
         import shutil
 
         shutil.rmtree(out)
-    config = DistillConfig(
+    return DistillConfig(
         data=args.work / "store-train",
         out=out,
         student="prune:10",
@@ -121,17 +130,28 @@ def run_one(objective: str, pack: bool, args: argparse.Namespace) -> dict[str, A
         save_every=10_000,
         log_every=1,
         trackers=[],
-        pack=pack,
+        pack=layout == "packed",
         **OBJECTIVES[objective],
     )
+
+
+def run_one(objective: str, layout: str, args: argparse.Namespace) -> dict[str, Any]:
+    config = row_config(objective, layout, args)
+    if layout == "trl":
+        from train_trl import run_trl
+
+        return {**run_trl(objective, config, WARMUP, args.steps), "peak_memory_mib": _peak_mib()}
+    from retort.train.loop import distill
+
     distill(config)
+    out = config.out
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed = [r for r in records if r.get("split") != "eval"][WARMUP:]
     seconds = sum(r["step_seconds"] for r in timed)
     tokens = sum(r["tokens"] for r in timed)
     return {
         "objective": objective,
-        "layout": "packed" if pack else "padded",
+        "layout": layout,
         "tokens_per_s": tokens / seconds,
         "seconds_per_step": seconds / len(timed),
         "padding": sum(r["padding"] for r in timed) / len(timed),
@@ -164,18 +184,24 @@ class _Quiet:
 
 
 def markdown_table(report: dict[str, Any]) -> str:
+    """One line per row; speed-ups against TRL's row of the objective (else retort padded)."""
     lines = [
-        "| objective | batches | target tok/s | s/step | padding | peak MiB | mean loss |",
-        "|---|---|---|---|---|---|---|",
+        "| objective | trainer | batches | target tok/s | s/step | padding | peak MiB | mean loss "
+        "|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    padded = {r["objective"]: r for r in report["rows"] if r["layout"] == "padded"}
+    by = {(r["objective"], r["layout"]): r for r in report["rows"]}
     for row in report["rows"]:
+        base = by.get((row["objective"], "trl")) or by.get((row["objective"], "padded"))
         speedup = ""
-        if row["layout"] == "packed" and row["objective"] in padded:
-            speedup = f" ({row['tokens_per_s'] / padded[row['objective']]['tokens_per_s']:.2f}×)"
+        if base is not None and base is not row:
+            speedup = f" ({row['tokens_per_s'] / base['tokens_per_s']:.2f}×)"
+        trl = row["layout"] == "trl"
+        trainer, batches = ("TRL", "padded") if trl else ("retort", row["layout"])
+        padding = "" if row.get("padding") is None else f"{row['padding']:.1%}"
         lines.append(
-            f"| {row['objective']} | {row['layout']} | {row['tokens_per_s']:.1f}{speedup} | "
-            f"{row['seconds_per_step']:.2f} | {row['padding']:.1%} | "
+            f"| {row['objective']} | {trainer} | {batches} | {row['tokens_per_s']:.1f}{speedup} | "
+            f"{row['seconds_per_step']:.2f} | {padding} | "
             f"{row['peak_memory_mib']:.0f} | {row['mean_loss']:.4f} |"
         )
     return "\n".join(lines) + "\n"
