@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.retort-installed
 LINT_PATHS := $(wildcard src tests scripts bench)
 
-.PHONY: demo test lint format bench bench-train bench-guard bench-quality bench-watermark bench-audit clean
+.PHONY: demo test lint format long long-prompts bench bench-train bench-guard bench-quality bench-watermark bench-audit clean
 
 demo: $(STAMP)
 	$(BIN)/retort quickstart
@@ -77,6 +77,15 @@ bench-watermark: $(STAMP)
 # (bench/work/audit: stores skip finished prompts, students resume from their checkpoints).
 bench-audit: $(STAMP)
 	$(BIN)/python bench/audit.py
+
+# Rebuild recipes/long's prompt files from bsdgames' quiz tables (installed with apt if missing).
+long-prompts:
+	test -d /usr/share/games/bsdgames/quiz || apt-get install -y bsdgames
+	python3 scripts/build_long_prompts.py
+
+# The long recipe (recipes/long/README.md): about 2 hours on two CPU cores; resumable.
+long: $(STAMP)
+	RETORT=$(BIN)/retort bash recipes/long/run.sh runs/long
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
