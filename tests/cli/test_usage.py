@@ -125,6 +125,8 @@ def test_resume_with_the_run_folder_alone(tiny_model_dir, tiny_store, tmp_path):
     result, _ = retort("distill", "--out", run, "--resume")
     assert result.returncode == 0, result.stderr
     assert "Field required" not in result.stderr
+    # it had finished: said so, not "last loss nan"
+    assert "already finished at step 2; nothing to train" in " ".join(result.stderr.split())
     changed, _ = retort("distill", "--out", run, "--resume", "--learning-rate", "0.5")
     assert changed.returncode == 2
     assert "--resume with different settings (learning_rate" in changed.stderr

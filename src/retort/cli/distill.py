@@ -261,6 +261,9 @@ def distill(
         return
     result = run(settings, resume=resume, progress=RichProgress())
     leave_process_group()  # on success only: a failed rank would leave the others at a barrier
+    if result.resumed_at == result.steps:  # resumed a run that had already finished
+        err.print(f"{result.run_dir}: already finished at step {result.steps}; nothing to train")
+        return
     err.print(
         f"{result.run_dir}: {result.steps} steps, last loss {result.last_loss:.4f} "
         f"({result.seconds:.1f} s); student in {result.final_dir}"

@@ -59,6 +59,7 @@ class DistillResult:
     steps: int
     last_loss: float
     seconds: float
+    resumed_at: int = 0  # the checkpoint's step (0: a fresh run); == steps: nothing to train
 
 
 def distill(
@@ -259,6 +260,7 @@ def distill(
         accelerator.wait_for_everyone()
 
     started = time.perf_counter()
+    resumed_at = step
     last_loss = float("nan")
     model.train()
     if config.max_tokens:
@@ -326,7 +328,8 @@ def distill(
         save_model_folder(whole, parts.tokenizer, final_dir)
         retention.prune_checkpoints(run_dir, config.keep_checkpoints)
     accelerator.wait_for_everyone()
-    return DistillResult(run_dir, final_dir, step, last_loss, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return DistillResult(run_dir, final_dir, step, last_loss, seconds, resumed_at)
 
 
 def _sum_over_processes(accelerator: Any, sums: dict[str, float]) -> dict[str, float]:
