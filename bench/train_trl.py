@@ -22,8 +22,6 @@ from typing import Any
 
 import torch
 
-TIMED_FIELDS = ("objective", "layout", "tokens_per_s", "seconds_per_step", "mean_loss")
-
 
 class StepClock:
     """A transformers callback: each step's seconds and its logged loss and completion length."""
@@ -176,7 +174,7 @@ def _on_policy(student, teacher, tokenizer, order, settings, dataset_class):
         if row.get("system"):
             messages.insert(0, {"role": "system", "content": row["system"]})
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # a BatchEncoding in 5.x
         if list(ids) != example.input_ids[: example.prompt_length]:
             raise SystemExit(f"{row['id']}: TRL's prompt tokens differ from the store's")
         prompts.append(messages)
