@@ -50,3 +50,18 @@ def test_builder_rebuilds_the_shipped_files_exactly():
     before = {p.name: p.read_bytes() for p in LONG.glob("prompts-*.jsonl")}
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_long_prompts.py")], check=True)
     assert {p.name: p.read_bytes() for p in LONG.glob("prompts-*.jsonl")} == before
+
+
+def test_builder_without_quiz_files_says_so_and_keeps_the_shipped_files(tmp_path):
+    before = {p.name: p.read_bytes() for p in LONG.glob("prompts-*.jsonl")}
+    script = ROOT / "scripts" / "build_long_prompts.py"
+    missing = tmp_path / "no-quiz"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quiz", str(missing)], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert (
+        result.stderr.strip()
+        == f"{missing}: no quiz folder; apt-get install bsdgames (or --quiz DIR)"
+    )
+    assert {p.name: p.read_bytes() for p in LONG.glob("prompts-*.jsonl")} == before
