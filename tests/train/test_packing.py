@@ -17,7 +17,12 @@ from transformers import LlamaForCausalLM
 from retort.config import DistillConfig
 from retort.train.data import IGNORE, Example, collate, examples_from_rows, pack_rows
 from retort.train.loop import distill
-from retort.train.packing import keeps_packed_examples_apart, packing_for
+from retort.train.packing import (
+    PackingProbe,
+    keeps_packed_examples_apart,
+    packing_for,
+    probe_packing,
+)
 from tests.conftest import build_tiny_model
 
 
@@ -128,6 +133,30 @@ def test_a_model_that_would_attend_across_packed_examples_trains_on_padded_batch
     assert "teacher (IgnoresPositions) does not keep packed examples apart" in caplog.text
     assert packing_for(True, {"student": honest, "teacher": None}) is True
     assert packing_for(False, {"student": honest}) is False
+
+
+def test_packing_is_judged_against_what_padding_gives_not_against_an_absolute_tolerance():
+    # the importance-pruned SmolLM2 student of recipes/long measured 6.5e-4 for both packed and
+    # padded (a masked kernel instead of a causal one), and 1.0 when attending across examples
+    sensitive = PackingProbe(packed=6.5e-4, padded=6.5e-4, leaked=1.0)
+    assert sensitive.keeps_apart(torch.float32)
+    assert not PackingProbe(packed=6.5e-4, padded=1e-6, leaked=1.0).keeps_apart(torch.float32)
+    # padding that is itself far off does not excuse a packed row that leaks
+    assert not PackingProbe(packed=0.5, padded=0.5, leaked=1.0).keeps_apart(torch.float32)
+    assert PackingProbe(packed=3e-5, padded=0.0, leaked=1.0).keeps_apart(torch.float32)
+    assert PackingProbe(packed=3e-2, padded=0.0, leaked=1.0).keeps_apart(torch.bfloat16)
+
+
+def test_the_probe_measures_a_leaky_model_off_by_what_attending_across_examples_costs(
+    tiny_tokenizer,
+):
+    honest = build_tiny_model(tiny_tokenizer, layers=2)
+    leaky = IgnoresPositions(honest.config)
+    leaky.load_state_dict(honest.state_dict())
+    kept, _ = probe_packing(honest)
+    lost, _ = probe_packing(leaky)
+    assert kept.packed < 1e-5 and kept.padded < 1e-5
+    assert lost.packed == pytest.approx(lost.leaked, rel=0.5) and lost.leaked > 1e-3
 
 
 def test_a_uld_group_at_an_examples_first_position_is_dropped_packed_or_not():
