@@ -372,7 +372,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     shares = {
-        "teacher": "n/a (writes it)",
+        "teacher": "none (the teacher itself)",
         "prune (untrained)": "none",
         **{name: f"{round(share * 100)} %" for name, share in MIXES.items()},
     }
