@@ -129,3 +129,36 @@ def test_teacher_text_beyond_the_completion_is_not_aligned(tables, smollm2_token
     s_ids = smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
     _, counts = position_targets(teacher, s_ids, smol, text)
     assert counts.matched == 2  # "Yes" and "."; " Stop" ends beyond the shared bytes
+
+
+def test_a_dummy_prefix_teachers_first_alternatives_land_on_the_students_unspaced_tokens(
+    tables, smollm2_tokenizer
+):
+    _, smol = tables
+    text = "Paris is big"
+    s_ids = smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
+    # a SentencePiece teacher with a dummy prefix: its first token and alternatives carry a
+    # space the text does not start with
+    pieces = [b" Paris", b" is", b" big"]
+    topk = [[(b" Paris", math.log(0.6)), (b" London", math.log(0.3))]]
+    topk += [[(piece, -0.1)] for piece in pieces[1:]]
+    targets, counts = position_targets(TeacherTokens(pieces, [-0.5] * 3, topk), s_ids, smol, text)
+    assert counts.matched == 3
+    assert targets.topk_ids[0] == [s_ids[0], smol.index[b"London"]]
+    assert targets.topk_ids[1] == [s_ids[1]]  # later positions keep their spaces
+
+
+def test_a_dummy_prefix_students_first_token_gets_the_teachers_alternatives_with_a_space():
+    from retort.crosstok.vocab_bytes import VocabBytes
+
+    # the student writes "Paris is" as " Paris", " is" (dummy prefix); the teacher does not
+    table = [b" Paris", b" is", b"Paris", b" London", b"London"]
+    student = VocabBytes(table, {piece: i for i, piece in enumerate(table)})
+    teacher = TeacherTokens(
+        [b"Paris", b" is"],
+        [-0.5, -0.1],
+        [[(b"Paris", math.log(0.6)), (b"London", math.log(0.3))], [(b" is", -0.1)]],
+    )
+    targets, counts = position_targets(teacher, [0, 1], student, "Paris is")
+    assert counts.matched == 2
+    assert targets.topk_ids == [[0, 3], [1]]

@@ -101,6 +101,13 @@ def position_targets(
         counts.rows_unspelled, counts.unaligned = 1, n
         return out, counts
     teacher_pieces = _without_dummy_prefix(teacher.pieces, wanted)
+    # A dummy-prefix space belongs to the first position's alternatives too. Its top-k is moved
+    # onto the student's first token as that token is written: the teacher's " Paris" there is a
+    # plain student's "Paris", and a plain teacher's "Paris" a dummy-prefix student's " Paris".
+    teacher_space = teacher_pieces is not teacher.pieces
+    student_space = (
+        bool(student_ends) and len(student_vocab.table[student_ids[0]]) > student_ends[0]
+    )
     teacher_ends = byte_ends(teacher_pieces)
     limit = common_prefix(b"".join(teacher_pieces), wanted)
     for group in aligned_groups(teacher_ends, student_ends, limit):
@@ -108,6 +115,8 @@ def position_targets(
         entries = teacher.topk[first_t]
         if not entries:
             continue
+        if first_t == 0 and teacher_space != student_space:
+            entries = _respaced(entries, add=student_space)
         if group.one_to_one:
             out.topk_ids[first_s], out.topk_logprobs[first_s] = _on_student_vocab(
                 entries, student_vocab
@@ -143,6 +152,13 @@ def _without_dummy_prefix(pieces: list[bytes], wanted: bytes) -> list[bytes]:
     if pieces and pieces[0][:1] == b" " and wanted[:1] != b" ":
         return [pieces[0][1:], *pieces[1:]]
     return pieces
+
+
+def _respaced(entries: list[tuple[bytes, float]], add: bool) -> list[tuple[bytes, float]]:
+    """``entries`` with a leading space added to each (``add``) or taken off where there is one."""
+    if add:
+        return [(b" " + piece, logprob) for piece, logprob in entries]
+    return [(piece.removeprefix(b" "), logprob) for piece, logprob in entries]
 
 
 def _on_student_vocab(
